@@ -1,0 +1,1 @@
+"""Analyses: complexity (params, FLOPs with attention), paper-table reproductions."""

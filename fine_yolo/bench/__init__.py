@@ -1,0 +1,1 @@
+"""Latency benchmarks: baseline and FINE timed side by side."""

@@ -1,0 +1,1 @@
+"""Datasets: the embedded synthetic set and the VisDrone converter."""

@@ -1,0 +1,1 @@
+"""Export: ultralytics export wrapper, TensorRT engine handling and the offline TensorRT compatibility check."""
