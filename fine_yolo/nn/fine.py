@@ -92,15 +92,16 @@ class FINE(nn.Module):
 
     def modulation(self, low: torch.Tensor, high: torch.Tensor) -> torch.Tensor:
         """Return the coarse modulation map M^ of eq. 7, shape (B, C, H // rk, W // rk)."""
+        rk = self.r * self.k
+        if min(low.shape[-2:]) < rk or min(high.shape[-2:]) < self.k:
+            raise ValueError(
+                f"FINE needs at least one token: low {tuple(low.shape[-2:])} pooled by r*k={rk}, "
+                f"high {tuple(high.shape[-2:])} pooled by k={self.k}"
+            )
         low_t = self.pool_low(low)  # (B, C, h, w), h = H // rk
         high_t = self.proj_high(self.pool_high(high))  # (B, C, hh, ww), hh = H_high // k
         b, c, h, w = low_t.shape
         n_high = high_t.shape[-2] * high_t.shape[-1]
-        if h * w == 0 or n_high == 0:
-            raise ValueError(
-                f"FINE needs at least one token: low {tuple(low.shape[-2:])} pooled by r*k={self.r * self.k}, "
-                f"high {tuple(high.shape[-2:])} pooled by k={self.k}"
-            )
         # (B, C, h, w) -> (B, heads, N, d): channel c belongs to head c // d, as in Concat(head_1..head_h).
         q = self.q(low_t).view(b, self.heads, self.head_dim, h * w).transpose(-1, -2)
         k, v = self.kv(high_t).view(b, 2, self.heads, self.head_dim, n_high).transpose(-1, -2).unbind(1)

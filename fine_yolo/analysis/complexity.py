@@ -1,0 +1,99 @@
+"""Params and GFLOPs of models side by side, counted two ways.
+
+* ``thop``: ultralytics' own ``get_flops`` (what ``model.info()`` prints). thop counts module hooks, so it misses
+  functional attention (the matmuls inside ``F.scaled_dot_product_attention``) and under-counts FINE and YOLO12.
+* ``torch``: ``torch.utils.flop_counter.FlopCounterMode`` with SDPA forced to the math backend, which counts every
+  matmul. It reads yolov8s at 640 as 28.6 GFLOPs, the paper's Table 1 figure, so this is the column to compare with
+  the paper. FLOPs = 2 x multiply-accumulates, as in ultralytics and the paper.
+
+CLI: ``fine-yolo flops models=yolov8s.yaml,yolov8s-fine.yaml imgsz=640 json=out.json``.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import asdict, dataclass
+from pathlib import Path
+
+# Paper Table 1 (COCO val2017): params (M) and GFLOPs of the S models with and without FINE.
+PAPER_TABLE1 = {
+    "yolov8s": {"params_m": 11.2, "gflops": 28.6, "fine_params_m": 12.3, "fine_gflops": 29.6},
+    "yolov10s": {"params_m": 8.1, "gflops": 24.8, "fine_params_m": 9.0, "fine_gflops": 25.7},
+    "yolo12s": {"params_m": 9.1, "gflops": 19.4, "fine_params_m": 10.5, "fine_gflops": 21.2},
+}
+
+
+@dataclass
+class Complexity:
+    model: str
+    params: int
+    gflops_thop: float  # ultralytics' info() figure (misses functional attention)
+    gflops_torch: float  # FlopCounterMode with math-backend attention (counts everything)
+
+
+def torch_gflops(model, imgsz: int | tuple[int, int] = 640) -> float:
+    """GFLOPs of one forward pass at ``imgsz`` counted by torch's FlopCounterMode, attention matmuls included."""
+    import torch
+    from torch.nn.attention import SDPBackend, sdpa_kernel
+    from torch.utils.flop_counter import FlopCounterMode
+
+    h, w = (imgsz, imgsz) if isinstance(imgsz, int) else imgsz
+    p = next(model.parameters())
+    was_training = model.training
+    model.eval()
+    try:
+        with torch.no_grad(), sdpa_kernel(SDPBackend.MATH), FlopCounterMode(display=False) as counter:
+            model(torch.zeros(1, p.shape[1] if p.dim() == 4 else 3, h, w, dtype=p.dtype, device=p.device))
+    finally:
+        model.train(was_training)
+    return counter.get_total_flops() / 1e9
+
+
+def measure(model_name: str, imgsz: int = 640) -> Complexity:
+    """Build ``model_name`` (a YAML or checkpoint ultralytics can load) and count its params and GFLOPs."""
+    from ultralytics import YOLO
+    from ultralytics.utils.torch_utils import get_flops, get_num_params
+
+    net = YOLO(model_name, verbose=False).model
+    return Complexity(model_name, get_num_params(net), get_flops(net, imgsz), torch_gflops(net, imgsz))
+
+
+def overhead_table(pairs: list[tuple[str, str]], imgsz: int = 640) -> tuple[list[dict], str]:
+    """Measure (baseline, FINE) pairs; return rows for JSON and a markdown table with the paper's overheads beside."""
+    rows, lines = [], [
+        "| model | params | GFLOPs (thop) | GFLOPs (torch) | FINE params | FINE GFLOPs (torch) | Δparams | ΔGFLOPs "
+        "| paper Δparams | paper ΔGFLOPs |",
+        "|---|---|---|---|---|---|---|---|---|---|",
+    ]
+    for base_name, fine_name in pairs:
+        b, f = measure(base_name, imgsz), measure(fine_name, imgsz)
+        key = Path(base_name).stem
+        paper = PAPER_TABLE1.get(key)
+        row = {"baseline": asdict(b), "fine": asdict(f), "d_params": f.params - b.params,
+               "d_gflops_torch": f.gflops_torch - b.gflops_torch, "d_gflops_thop": f.gflops_thop - b.gflops_thop}
+        if paper:
+            row["paper_d_params_m"] = round(paper["fine_params_m"] - paper["params_m"], 2)
+            row["paper_d_gflops"] = round(paper["fine_gflops"] - paper["gflops"], 2)
+        rows.append(row)
+        lines.append(
+            f"| {key} | {b.params / 1e6:.2f}M | {b.gflops_thop:.1f} | {b.gflops_torch:.1f} | {f.params / 1e6:.2f}M "
+            f"| {f.gflops_torch:.1f} | +{row['d_params'] / 1e6:.2f}M | +{row['d_gflops_torch']:.2f}G "
+            f"| {'+%.1fM' % row['paper_d_params_m'] if paper else '-'} "
+            f"| {'+%.1fG' % row['paper_d_gflops'] if paper else '-'} |"
+        )
+    return rows, "\n".join(lines)
+
+
+def main(argv: list[str]) -> int:
+    """``fine-yolo flops models=a.yaml,a-fine.yaml[,b.yaml,b-fine.yaml] imgsz=640 json=PATH``."""
+    from fine_yolo.cli import UsageError, parse_kv
+
+    args = parse_kv(argv, {"models": "yolov8s.yaml,yolov8s-fine.yaml", "imgsz": 640, "json": ""})
+    names = [m for m in str(args["models"]).split(",") if m]
+    if len(names) % 2:
+        raise UsageError("models= takes pairs: baseline,fine[,baseline,fine...]")
+    rows, table = overhead_table(list(zip(names[::2], names[1::2])), args["imgsz"])
+    print(table)
+    if args["json"]:
+        Path(args["json"]).write_text(json.dumps(rows, indent=2))
+    return 0

@@ -1,0 +1,22 @@
+"""Test-session settings: everything offline, ultralytics' state in a temporary directory."""
+
+from __future__ import annotations
+
+import os
+import tempfile
+from pathlib import Path
+
+# Before anything imports ultralytics: no downloads, no pip installs, settings/fonts/datasets in a throwaway dir.
+_STATE = Path(tempfile.mkdtemp(prefix="fine_yolo_tests_"))
+os.environ.setdefault("YOLO_OFFLINE", "1")
+os.environ.setdefault("YOLO_AUTOINSTALL", "False")
+os.environ.setdefault("YOLO_CONFIG_DIR", str(_STATE / "config"))
+os.environ.setdefault("MPLBACKEND", "Agg")
+
+
+def offline_env(**extra: str) -> dict[str, str]:
+    """Environment for subprocesses: offline ultralytics, this session's config dir, plus ``extra``."""
+    env = dict(os.environ)
+    env.update({"YOLO_OFFLINE": "1", "YOLO_AUTOINSTALL": "False", "PYTHONUNBUFFERED": "1"})
+    env.update(extra)
+    return env
