@@ -161,6 +161,8 @@ def test_bad_fine_rows_fail_at_build_naming_the_row(tmp_path, fine_row, message)
 
 
 def test_fine_row_in_last_position_is_rejected(tmp_path):
+    from ultralytics.nn.tasks import DetectionModel  # YOLO() would already fail guessing the task from the last row
+
     rows = [*V8_HEAD, "[[6, 9], 1, FINE, [1]]"]
     with pytest.raises(FINERowError, match=r"YAML row 25 .*not last"):
-        YOLO(_yaml(tmp_path, rows), verbose=False)
+        DetectionModel(_yaml(tmp_path, rows), verbose=False)

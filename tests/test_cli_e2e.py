@@ -1,0 +1,153 @@
+"""FINE through the plain ``yolo`` command in fresh processes: the start-up hook, train, val, predict, resume,
+restricted loading, the DDP-worker rebuild path, and the ``fine-yolo`` fallback with the hook off."""
+
+from __future__ import annotations
+
+import csv
+import shutil
+import subprocess
+import sys
+import textwrap
+from pathlib import Path
+
+import pytest
+
+from conftest import offline_env
+from fine_yolo.data.synthetic import CLASS_NAMES, generate
+
+YOLO = shutil.which("yolo") or "yolo"
+FINE_YOLO = shutil.which("fine-yolo") or "fine-yolo"
+IMGSZ = 128
+
+
+def run(cmd: list[str], cwd: Path, timeout: int = 600, **env: str) -> subprocess.CompletedProcess:
+    proc = subprocess.run(cmd, cwd=cwd, env=offline_env(**env), capture_output=True, text=True, timeout=timeout)
+    return proc
+
+
+def ok(proc: subprocess.CompletedProcess) -> str:
+    out = proc.stdout + proc.stderr
+    assert proc.returncode == 0, out[-4000:]
+    return out
+
+
+@pytest.fixture(scope="module")
+def data_yaml(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("synth")
+    generate(root / "data", seed=0, n_train=8, n_val=4, imgsz=IMGSZ)
+    names = "\n".join(f"  {i}: {n}" for i, n in enumerate(CLASS_NAMES))
+    path = root / "synth.yaml"
+    path.write_text(f"path: {root / 'data'}\ntrain: images/train\nval: images/val\nnames:\n{names}\n")
+    return path
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory, data_yaml) -> Path:
+    """``yolo train model=yolov8n-fine.yaml ... epochs=1`` in a subprocess; returns best.pt."""
+    work = tmp_path_factory.mktemp("train")
+    ok(
+        run(
+            [YOLO, "train", "model=yolov8n-fine.yaml", f"data={data_yaml}", "epochs=1", f"imgsz={IMGSZ}", "batch=4",
+             "workers=0", "device=cpu", "plots=False", f"project={work}", "name=run", "exist_ok=True"],
+            cwd=work,
+        )
+    )
+    best = work / "run" / "weights" / "best.pt"
+    assert best.is_file()
+    return best
+
+
+def test_hook_costs_nothing_until_ultralytics_is_imported(tmp_path):
+    code = "import sys; print('fine_yolo._hook' in sys.modules, 'torch' in sys.modules, 'ultralytics' in sys.modules)"
+    out = ok(run([sys.executable, "-c", code], cwd=tmp_path))
+    assert out.split() == ["True", "False", "False"]
+
+
+def test_from_ultralytics_import_yolo_knows_fine_without_importing_fine_yolo(tmp_path):
+    code = textwrap.dedent(
+        """
+        from ultralytics import YOLO
+        from fine_yolo.nn import FINE
+        m = YOLO("yolov8n-fine.yaml", verbose=False)
+        print(sum(isinstance(x, FINE) for x in m.model.model))
+        """
+    )
+    assert ok(run([sys.executable, "-c", code], cwd=tmp_path)).strip().splitlines()[-1] == "2"
+
+
+def test_ddp_worker_style_rebuild_from_yaml_name(tmp_path):
+    # ultralytics' DDP workers import only ultralytics and rebuild the model from the YAML name (utils/dist.py)
+    code = "from ultralytics.nn.tasks import DetectionModel; m = DetectionModel('yolov8n-fine.yaml', verbose=False); "
+    code += "print(type(m.model.fine0).__name__, len(m.model))"
+    assert ok(run([sys.executable, "-c", code], cwd=tmp_path)).split()[-2:] == ["FINE", "25"]
+
+
+def test_hook_off_plain_yolo_fails_and_fine_yolo_works(tmp_path):
+    code = "from ultralytics import YOLO; YOLO('yolov8n-fine.yaml', verbose=False)"
+    proc = run([sys.executable, "-c", code], cwd=tmp_path, FINE_YOLO_HOOK="0")
+    assert proc.returncode != 0  # upstream alone does not know the name (nor FINE)
+    out = ok(run([FINE_YOLO, "cfg"], cwd=tmp_path, FINE_YOLO_HOOK="0"))  # any yolo mode goes through
+    assert "model" in out
+
+
+def test_hook_failure_warns_and_never_breaks_ultralytics():
+    from fine_yolo import _hook
+
+    with pytest.warns(RuntimeWarning, match="could not register FINE"):
+        _hook._apply("ultralytics.nn.tasks", object())  # a 'module' without parse_model
+
+
+@pytest.mark.slow
+def test_yolo_val_and_predict_on_trained_checkpoint_in_fresh_processes(trained, data_yaml, tmp_path):
+    out = ok(run([YOLO, "val", f"model={trained}", f"data={data_yaml}", f"imgsz={IMGSZ}", "batch=4", "device=cpu",
+                  "plots=False", f"project={tmp_path}", "name=val"], cwd=tmp_path))
+    assert "all" in out and "4" in out
+    source = Path(data_yaml.parent / "data" / "images" / "val")
+    out = ok(run([YOLO, "predict", f"model={trained}", f"source={source}", f"imgsz={IMGSZ}", "device=cpu",
+                  "save_txt=True", f"project={tmp_path}", "name=pred"], cwd=tmp_path))
+    assert "image 4/4" in out  # every val image went through the FINE checkpoint
+
+
+@pytest.mark.slow
+def test_restricted_loading_with_ultralytics_safe_load(trained, data_yaml, tmp_path):
+    out = ok(run([YOLO, "val", f"model={trained}", f"data={data_yaml}", f"imgsz={IMGSZ}", "batch=4", "device=cpu",
+                  "plots=False", f"project={tmp_path}", "name=val"], cwd=tmp_path, ULTRALYTICS_SAFE_LOAD="1"))
+    assert "all" in out
+
+
+@pytest.mark.slow
+def test_checkpoint_holds_fine_and_pretrained_transfer_from_it(trained, tmp_path):
+    code = textwrap.dedent(
+        f"""
+        import torch
+        from ultralytics import YOLO
+        m = YOLO(r"{trained}")
+        print(type(m.model.model.fine1).__name__, m.model.yaml["yaml_file"])
+        """
+    )
+    out = ok(run([sys.executable, "-c", code], cwd=tmp_path)).strip().splitlines()[-1]
+    assert out == "FINE yolov8n-fine.yaml"
+
+
+@pytest.mark.slow
+def test_resume_an_interrupted_fine_training(data_yaml, tmp_path):
+    # Stop hard after epoch 1 of 2 (last.pt saved), then `yolo train resume=True` in a fresh process finishes it.
+    code = textwrap.dedent(
+        f"""
+        import os
+        from ultralytics import YOLO
+        m = YOLO("yolov8n-fine.yaml")
+        m.add_callback("on_fit_epoch_end", lambda trainer: os._exit(17))
+        m.train(data=r"{data_yaml}", epochs=2, imgsz={IMGSZ}, batch=4, workers=0, device="cpu", plots=False,
+                project=r"{tmp_path}", name="run", exist_ok=True)
+        """
+    )
+    proc = run([sys.executable, "-c", code], cwd=tmp_path)
+    assert proc.returncode == 17, (proc.stdout + proc.stderr)[-3000:]
+    last = tmp_path / "run" / "weights" / "last.pt"
+    assert last.is_file()
+    out = ok(run([YOLO, "train", "resume=True", f"model={last}"], cwd=tmp_path))
+    assert "Resuming training" in out
+    with open(tmp_path / "run" / "results.csv") as f:
+        epochs = [int(float(row["epoch"])) for row in csv.DictReader(f)]
+    assert epochs == [1, 2]
