@@ -164,5 +164,5 @@ def test_fine_row_in_last_position_is_rejected(tmp_path):
     from ultralytics.nn.tasks import DetectionModel  # YOLO() would already fail guessing the task from the last row
 
     rows = [*V8_HEAD, "[[6, 9], 1, FINE, [1]]"]
-    with pytest.raises(FINERowError, match=r"YAML row 25 .*not last"):
+    with pytest.raises(FINERowError, match=r"YAML row 24 .*not last"):
         DetectionModel(_yaml(tmp_path, rows), verbose=False)
