@@ -1,0 +1,80 @@
+"""ONNX export of FINE (the block and a whole FINE model through ultralytics) against PyTorch, with ONNX Runtime."""
+
+from __future__ import annotations
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+import torch
+
+from fine_yolo.nn import FINE
+
+
+def _export_block(m: FINE, low, high, path, dynamic: bool) -> None:
+    axes = {"low": {0: "b", 2: "h", 3: "w"}, "high": {0: "b", 2: "hh", 3: "ww"}, "out": {0: "b", 2: "h", 3: "w"}}
+    torch.onnx.export(
+        m, (low, high), str(path), input_names=["low", "high"], output_names=["out"], opset_version=18,
+        dynamo=False, dynamic_axes=axes if dynamic else None,
+    )
+
+
+def _ort(path, low, high) -> np.ndarray:
+    sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    return sess.run(None, {"low": low.numpy(), "high": high.numpy()})[0]
+
+
+def _trained_block(k: int) -> FINE:
+    torch.manual_seed(0)
+    return FINE(64, 128, k=k, zero_init=False).eval()
+
+
+@pytest.mark.parametrize("k", [1, 2])
+def test_block_static_and_dynamic_export_match_pytorch(tmp_path, k):
+    m = _trained_block(k)
+    low, high = torch.randn(1, 64, 32, 40), torch.randn(1, 128, 16, 20)
+    for dynamic in (False, True):
+        path = tmp_path / f"fine_k{k}_{dynamic}.onnx"
+        _export_block(m, low, high, path, dynamic)
+        ops = {n.op_type for n in onnx.load(str(path)).graph.node}
+        assert not ops & {"Attention", "Einsum", "Loop", "If", "SequenceConstruct", "SplitToSequence"}
+        with torch.no_grad():
+            np.testing.assert_allclose(_ort(path, low, high), m(low, high).numpy(), rtol=1e-4, atol=1e-5)
+        if dynamic:  # another (divisible) size and batch through the same dynamic graph
+            low2, high2 = torch.randn(2, 64, 16, 24), torch.randn(2, 128, 8, 12)
+            with torch.no_grad():
+                np.testing.assert_allclose(_ort(path, low2, high2), m(low2, high2).numpy(), rtol=1e-4, atol=1e-5)
+
+
+def test_block_export_at_a_size_rk_does_not_divide_matches_pytorch(tmp_path):
+    m = _trained_block(2)
+    low, high = torch.randn(1, 64, 18, 13), torch.randn(1, 128, 9, 7)
+    path = tmp_path / "fine_odd.onnx"
+    _export_block(m, low, high, path, dynamic=False)
+    with torch.no_grad():
+        ref = m(low, high).numpy()
+    out = _ort(path, low, high)
+    np.testing.assert_allclose(out, ref, rtol=1e-4, atol=1e-5)
+    np.testing.assert_array_equal(out[..., 16:, :], low.numpy()[..., 16:, :])  # the uncovered border passes through
+
+
+def test_fine_model_exported_by_ultralytics_matches_pytorch(tmp_path):
+    from ultralytics import YOLO
+
+    torch.manual_seed(0)
+    model = YOLO("yolov8n-fine.yaml", verbose=False)
+    for m in model.model.modules():  # a non-identity FINE, as after training
+        if isinstance(m, FINE):
+            torch.nn.init.normal_(m.out.weight, std=0.05)
+    ckpt = tmp_path / "yolov8n-fine.pt"
+    model.save(ckpt)
+    model = YOLO(str(ckpt))
+    onnx_path = model.export(format="onnx", imgsz=256, simplify=True)
+    x = torch.rand(1, 3, 256, 256)
+    net = model.model.float().eval()
+    with torch.no_grad():
+        ref = net(x)[0].numpy()
+    sess = ort.InferenceSession(onnx_path, providers=["CPUExecutionProvider"])
+    out = sess.run(None, {sess.get_inputs()[0].name: x.numpy()})[0]
+    assert out.shape == ref.shape == (1, 84, 1344)
+    np.testing.assert_allclose(out, ref, rtol=1e-3, atol=1e-3)
