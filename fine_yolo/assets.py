@@ -17,7 +17,8 @@ def cfg_dir() -> Path:
     for candidate in (_PACKAGE / "cfg", _PACKAGE.parent / "cfg"):
         if (candidate / "models").is_dir():
             return candidate
-    raise FileNotFoundError(f"fine_yolo's cfg/ directory is missing (looked in {_PACKAGE / 'cfg'} and {_PACKAGE.parent / 'cfg'})")
+    looked = f"{_PACKAGE / 'cfg'} and {_PACKAGE.parent / 'cfg'}"
+    raise FileNotFoundError(f"fine_yolo's cfg/ directory is missing (looked in {looked})")
 
 
 def packaged_yaml(name: str) -> Path | None:

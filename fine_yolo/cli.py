@@ -19,7 +19,7 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "visdrone": ("fine_yolo.data.visdrone:main", "convert a downloaded VisDrone2019-DET tree to YOLO format"),
     "coco-eval": ("fine_yolo.eval.coco:main", "COCO AP of a predictions.json with pycocotools"),
     "check-onnx": ("fine_yolo.export.trt_check:main", "offline TensorRT 10.3 compatibility check of an ONNX file"),
-    "export": ("fine_yolo.export.engine:main", "export like `yolo export`, with a clear answer when TensorRT is absent"),
+    "export": ("fine_yolo.export.engine:main", "`yolo export`, with a clear answer when TensorRT is absent"),
     "bench": ("fine_yolo.bench.latency:main", "interleaved baseline-vs-FINE latency benchmark"),
     "flops": ("fine_yolo.analysis.complexity:main", "params and GFLOPs (attention included) of models side by side"),
 }
@@ -70,7 +70,7 @@ def parse_kv(argv: list[str], defaults: dict[str, object] | None = None, require
 def _usage() -> str:
     lines = ["usage: fine-yolo <subcommand> key=value ...", "", "FINE subcommands:"]
     lines += [f"  {name:<11} {help_}" for name, (_, help_) in SUBCOMMANDS.items()]
-    lines += ["", "Anything else is passed to ultralytics, e.g. `fine-yolo train model=yolov8s-fine.yaml data=coco.yaml`."]
+    lines += ["", "Anything else goes to ultralytics, e.g. `fine-yolo train model=yolov8s-fine.yaml data=coco.yaml`."]
     return "\n".join(lines)
 
 

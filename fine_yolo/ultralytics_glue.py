@@ -198,7 +198,8 @@ def wrap_parse_model(original: Callable) -> Callable:
 
     @functools.wraps(original)
     def parse_model(d, ch, verbose=True):
-        if not any(isinstance(r, (list, tuple)) and len(r) == 4 and r[2] == FINE_ROW for r in d["backbone"] + d["head"]):
+        rows = d["backbone"] + d["head"]
+        if not any(isinstance(r, (list, tuple)) and len(r) == 4 and r[2] == FINE_ROW for r in rows):
             return original(d, ch, verbose)
         stripped, fine_rows = _split_fine_rows(d)
         layers, _ = original(stripped, ch, verbose)  # save list is recomputed for the new positions

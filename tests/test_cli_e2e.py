@@ -11,8 +11,8 @@ import textwrap
 from pathlib import Path
 
 import pytest
-
 from conftest import offline_env
+
 from fine_yolo.data.synthetic import CLASS_NAMES, generate
 
 YOLO = shutil.which("yolo") or "yolo"

@@ -16,7 +16,7 @@ ROOT = Path(__file__).resolve().parents[1]
 def test_wheel_ships_yamls_and_hook_and_works_without_the_source_tree(tmp_path):
     wheel_dir = tmp_path / "wheel"
     subprocess.run(
-        [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w", str(wheel_dir), str(ROOT)],
+        [sys.executable, "-m", "pip", "wheel", "--no-deps", "--no-build-isolation", "-q", "-w", str(wheel_dir), ROOT],
         check=True, capture_output=True, text=True,
     )
     (wheel,) = wheel_dir.glob("fine_yolo-*.whl")

@@ -64,7 +64,7 @@ def test_shipped_yaml_is_upstream_plus_fine_rows(name):
 
 @pytest.mark.parametrize(
     ("fine", "base"),
-    [("yolov8n-fine.yaml", "yolov8n.yaml"), ("yolov10n-fine.yaml", "yolov10n.yaml"), ("yolo12n-fine.yaml", "yolo12n.yaml")],
+    [(f"{b}-fine.yaml", f"{b}.yaml") for b in ("yolov8n", "yolov10n", "yolo12n")],
 )
 def test_baseline_indices_and_state_dict_names_are_kept(fine, base):
     f_sd = YOLO(fine, verbose=False).model.state_dict()

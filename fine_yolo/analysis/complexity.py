@@ -75,11 +75,11 @@ def overhead_table(pairs: list[tuple[str, str]], imgsz: int = 640) -> tuple[list
             row["paper_d_params_m"] = round(paper["fine_params_m"] - paper["params_m"], 2)
             row["paper_d_gflops"] = round(paper["fine_gflops"] - paper["gflops"], 2)
         rows.append(row)
+        paper_cells = f"+{row['paper_d_params_m']:.1f}M | +{row['paper_d_gflops']:.1f}G" if paper else "- | -"
         lines.append(
             f"| {key} | {b.params / 1e6:.2f}M | {b.gflops_thop:.1f} | {b.gflops_torch:.1f} | {f.params / 1e6:.2f}M "
             f"| {f.gflops_torch:.1f} | +{row['d_params'] / 1e6:.2f}M | +{row['d_gflops_torch']:.2f}G "
-            f"| {'+%.1fM' % row['paper_d_params_m'] if paper else '-'} "
-            f"| {'+%.1fG' % row['paper_d_gflops'] if paper else '-'} |"
+            f"| {paper_cells} |"
         )
     return rows, "\n".join(lines)
 
