@@ -230,6 +230,9 @@ def test_cli(source: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> Non
     broken.write_bytes(b"not a jpeg")
     assert vd.main([f"source={source}", f"out={tmp_path / 'o3'}", "splits=val"]) == 1
     assert f"{broken}: cannot read the image" in capsys.readouterr().err
+    _image(broken.with_suffix(".png"), 5)  # v.jpg and v.png would share labels/val/v.txt
+    with pytest.raises(UsageError, match=r"share a file stem.*'v.jpg', 'v.png'"):
+        vd.main([f"source={source}", f"out={tmp_path / 'o3'}", "splits=val"])
     with pytest.raises(UsageError, match="missing required"):
         vd.main([f"source={source}"])
     with pytest.raises(UsageError, match="splits"):

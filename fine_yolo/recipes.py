@@ -1,0 +1,334 @@
+"""Shared plumbing of the paper-reproduction scripts in ``scripts/`` (Table 1, Table 8, fine-tuning).
+
+A recipe is a list of runs, each a baseline or a FINE model trained with *identical* settings (same data, image size,
+epochs, batch, seed, ``deterministic=True``, ultralytics' default hyperparameters; only ``model=`` and the run name
+differ). Each run becomes three command lines, run one after another::
+
+    yolo train model=M data=D imgsz=S epochs=E batch=B seed=0 deterministic=True device=... project=P name=RUN
+    yolo val model=P/RUN/weights/best.pt data=D imgsz=S batch=B device=... save_json=True project=P name=RUN-val
+    fine-yolo coco-eval pred=P/RUN-val/predictions.json gt=GT json=P/RUN-val/coco_eval.json
+
+and the ``coco_eval.json`` files are collected into one markdown table (``P/results.md``) next to the paper's
+numbers. ``--dry-run`` checks the paths (executables, data YAML and its images, GT JSON, model YAMLs, checkpoints)
+and prints every command without running anything. ``yolo`` finds the FINE YAMLs through fine_yolo's start-up hook,
+so the package must be installed in the environment that runs the commands.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import shlex
+import shutil
+import subprocess
+from dataclasses import dataclass, field
+from pathlib import Path
+
+STEPS = ("train", "val", "eval", "table")
+
+# Paper numbers (FINE, arXiv 2606.14005), in percent. Table 1: COCO val2017 at 640. Table 8: VisDrone val at 800.
+PAPER_TABLE1 = {
+    "yolov8s": {"AP50:95": 45.0, "AP50": 61.8, "APs": 26.0, "APm": 49.9, "APl": 61.0},
+    "yolov8s-fine": {"AP50:95": 45.8, "AP50": 62.7, "APs": 27.0, "APm": 51.2, "APl": 62.1},
+    "yolov10s": {"AP50:95": 46.2, "AP50": 63.0, "APs": 26.9, "APm": 51.1, "APl": 63.7},
+    "yolov10s-fine": {"AP50:95": 46.7, "AP50": 63.6, "APs": 28.2, "APm": 51.4, "APl": 63.2},
+    "yolo12s": {"AP50:95": 47.6, "AP50": 64.5, "APs": 28.3, "APm": 52.7, "APl": 65.9},
+    "yolo12s-fine": {"AP50:95": 48.2, "AP50": 65.1, "APs": 30.6, "APm": 53.3, "APl": 65.2},
+}
+PAPER_TABLE8 = {"yolov8s": {"AP50": 46.3}, "yolov8s-fine": {"AP50": 47.2}}
+
+
+@dataclass
+class Run:
+    """One table row: a model trained (or, with ``train=False``, a checkpoint evaluated as it is)."""
+
+    name: str  # run directory and table row
+    model: str  # model= of `yolo train` (a YAML), or the checkpoint to evaluate when train is False
+    baseline: str | None = None  # name of the run this one is compared with (the Δ columns)
+    paper: str | None = None  # key into the recipe's paper numbers
+    extra: dict[str, str] = field(default_factory=dict)  # run-specific train arguments (pretrained=...)
+    train: bool = True
+
+
+@dataclass
+class Recipe:
+    """Runs that share one dataset and one set of settings."""
+
+    title: str
+    data: str
+    gt: str  # COCO GT JSON for `fine-yolo coco-eval`
+    project: Path
+    imgsz: int
+    runs: list[Run]
+    train_args: dict[str, str]  # shared by every run: epochs, batch, seed, deterministic, device, workers
+    val_args: dict[str, str]
+    metrics: tuple[str, ...]  # table columns, first one is the headline metric
+    paper: dict[str, dict[str, float]] = field(default_factory=dict)
+    paper_note: str = ""
+
+    def weights(self, run: Run) -> Path:
+        return self.project / run.name / "weights" / "best.pt" if run.train else Path(run.model)
+
+    def val_dir(self, run: Run) -> Path:
+        return self.project / f"{run.name}-val"
+
+    def eval_json(self, run: Run) -> Path:
+        return self.val_dir(run) / "coco_eval.json"
+
+
+def _kv(args: dict[str, object]) -> list[str]:
+    return [f"{k}={v}" for k, v in args.items()]
+
+
+def commands(recipe: Recipe, run: Run) -> list[tuple[str, list[str]]]:
+    """The (step, argv) pairs of one run, in order."""
+    out: list[tuple[str, list[str]]] = []
+    if run.train:
+        args = {"model": run.model, "data": recipe.data, "imgsz": recipe.imgsz, **recipe.train_args, **run.extra}
+        args |= {"project": recipe.project, "name": run.name, "exist_ok": True}
+        out.append(("train", ["yolo", "train", *_kv(args)]))
+    val = {"model": recipe.weights(run), "data": recipe.data, "imgsz": recipe.imgsz, **recipe.val_args}
+    val |= {"save_json": True, "project": recipe.project, "name": f"{run.name}-val", "exist_ok": True}
+    out.append(("val", ["yolo", "val", *_kv(val)]))
+    pred = recipe.val_dir(run) / "predictions.json"
+    out.append(("eval", ["fine-yolo", "coco-eval", f"pred={pred}", f"gt={recipe.gt}", f"json={recipe.eval_json(run)}"]))
+    return out
+
+
+def resolve_dataset(data: str) -> tuple[Path, dict[str, Path]]:
+    """Find a data YAML the way ``yolo`` does and return it with its absolute train/val image paths.
+
+    ultralytics' own ``check_det_dataset`` is not used because it also fetches fonts and may download the dataset;
+    this only mirrors its path rule (a relative ``path:`` that does not exist as is lies under ``datasets_dir``).
+    Raises FileNotFoundError naming what is missing.
+    """
+    from ultralytics.utils import DATASETS_DIR, YAML
+    from ultralytics.utils.checks import check_file
+
+    found = check_file(data, hard=False)
+    if not found:
+        raise FileNotFoundError(f"data YAML {data} not found")
+    file = Path(found)
+    cfg = YAML.load(file)
+    root = Path(cfg.get("path") or file.parent)
+    if not root.exists() and not root.is_absolute():
+        root = (DATASETS_DIR / root).resolve()
+    splits = {k: (root / cfg[k]).resolve() for k in ("train", "val") if isinstance(cfg.get(k), str)}
+    return file, {"root": root, **splits}
+
+
+def _register_fine() -> None:
+    """Let ultralytics resolve FINE YAMLs in this process, as the start-up hook does for `yolo`."""
+    try:
+        from fine_yolo.ultralytics_glue import register
+    except ImportError:  # an older checkout without the glue: FINE models then show up as missing
+        return
+    register()
+
+
+def check(recipe: Recipe, runs: list[Run] | None = None) -> list[tuple[str, str]]:
+    """Check what the commands of ``runs`` (default: all) need; return ``(status, message)`` per item.
+
+    status is "ok", "MISSING" (the commands would fail) or "download" (an official checkpoint that is not here:
+    ultralytics downloads it by name, which needs network).
+    """
+    from ultralytics.utils.downloads import GITHUB_ASSETS_NAMES
+
+    def status(ok: bool) -> str:
+        return "ok" if ok else "MISSING"
+
+    results: list[tuple[str, str]] = []
+    for exe in ("yolo", "fine-yolo"):
+        where = shutil.which(exe)
+        results.append(
+            (status(bool(where)), f"{exe} on PATH: {where}" if where else f"{exe} not on PATH (pip install -e .)")
+        )
+    _register_fine()
+    try:
+        file, paths = resolve_dataset(recipe.data)
+        results.append(("ok", f"data YAML {recipe.data}: {file}"))
+        for k in ("train", "val"):
+            p = paths.get(k)
+            ok = p is not None and p.exists()
+            results.append((status(ok), f"{k} images: {p}" + ("" if ok else " (convert/download the dataset first)")))
+    except Exception as e:  # missing file, unreadable YAML: report and go on checking the rest
+        results.append(("MISSING", f"data YAML {recipe.data}: {e}"))
+    gt = Path(recipe.gt)
+    results.append((status(gt.is_file()), f"ground-truth JSON {gt}"))
+    from ultralytics.nn.tasks import yaml_model_load
+
+    checkpoints: list[str] = []
+    for run in recipe.runs if runs is None else runs:
+        if run.train:
+            try:
+                yaml_model_load(run.model)  # the FINE YAMLs resolve through fine_yolo's glue, as in `yolo`
+                results.append(("ok", f"model {run.model}"))
+            except Exception as e:
+                results.append(("MISSING", f"model {run.model}: {e}"))
+        for ckpt in ([run.extra["pretrained"]] if "pretrained" in run.extra else []) + (
+            [] if run.train else [run.model]
+        ):
+            if ckpt not in checkpoints:
+                checkpoints.append(ckpt)
+    for ckpt in checkpoints:
+        if Path(ckpt).is_file():
+            results.append(("ok", f"checkpoint {ckpt}"))
+        elif Path(ckpt).name == ckpt and ckpt in GITHUB_ASSETS_NAMES:
+            results.append(("download", f"checkpoint {ckpt} not here; `yolo` downloads it by name (needs network)"))
+        else:
+            results.append(("MISSING", f"checkpoint {ckpt}"))
+    return results
+
+
+def format_value(v: float | None) -> str:
+    return "—" if v is None else f"{v:.1f}"
+
+
+def collect(recipe: Recipe) -> str:
+    """Markdown table of every run's ``coco_eval.json`` (percent), the Δ to its baseline and the paper's numbers."""
+    measured: dict[str, dict[str, float | None]] = {}
+    for run in recipe.runs:
+        f = recipe.eval_json(run)
+        if f.is_file():
+            m = json.loads(f.read_text(encoding="utf-8"))["metrics"]
+            measured[run.name] = {k: None if m.get(k) is None else 100 * m[k] for k in recipe.metrics}
+    head = recipe.metrics[0]
+    cols = ["run", "model", *recipe.metrics, f"Δ {head}", f"paper {head}", f"paper Δ {head}"]
+    lines = [f"### {recipe.title}", "", "| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
+    for run in recipe.runs:
+        m = measured.get(run.name, {})
+        paper = recipe.paper.get(run.paper or "", {})
+        base = next((r for r in recipe.runs if r.name == run.baseline), None)
+        delta = paper_delta = None
+        if base is not None:
+            b = measured.get(base.name, {})
+            if m.get(head) is not None and b.get(head) is not None:
+                delta = m[head] - b[head]
+            pb = recipe.paper.get(base.paper or "", {})
+            if head in paper and head in pb:
+                paper_delta = paper[head] - pb[head]
+        signed = [f"{x:+.1f}" if x is not None else "—" for x in (delta, paper_delta)]
+        row = [run.name, f"`{run.model}`", *(format_value(m.get(k)) for k in recipe.metrics)]
+        row += [signed[0], format_value(paper.get(head)), signed[1]]
+        lines.append("| " + " | ".join(row) + " |")
+    missing = [r.name for r in recipe.runs if r.name not in measured]
+    lines += [
+        "",
+        f"Measured with pycocotools (`fine-yolo coco-eval`) against `{recipe.gt}`. {recipe.paper_note}".strip(),
+    ]
+    if missing:
+        lines.append(f"Not evaluated yet (—): {', '.join(missing)}.")
+    return "\n".join(lines) + "\n"
+
+
+def execute(recipe: Recipe, steps: tuple[str, ...] = STEPS, dry_run: bool = False, only: str = "") -> int:
+    """Run (or with ``dry_run`` check and print) the runs named in ``only`` (default all); return an exit code.
+
+    The table always covers every run of the recipe, so a partial rerun still shows the whole comparison.
+    """
+    runs = select(recipe.runs, only)
+    print(f"# {recipe.title}{' (dry run)' if dry_run else ''}")
+    if dry_run:
+        results = check(recipe, runs)
+        print("checks:")
+        for st, message in results:
+            print(f"  [{st}] {message}")
+    print("commands:")
+    for run in runs:
+        for step, argv in commands(recipe, run):
+            if step not in steps:
+                continue
+            print(f"  {shlex.join(argv)}")
+            if not dry_run:
+                rc = subprocess.run(argv, check=False).returncode
+                if rc:
+                    print(
+                        f"step '{step}' of run '{run.name}' failed with exit code {rc}; fix it and rerun with "
+                        f"--models {run.name} --steps {','.join(STEPS[STEPS.index(step) :])}"
+                    )
+                    return rc
+    table_file = recipe.project / "results.md"
+    if "table" in steps:
+        if dry_run:
+            print(f"results table: {table_file}")
+        else:
+            table = collect(recipe)
+            recipe.project.mkdir(parents=True, exist_ok=True)
+            table_file.write_text(table, encoding="utf-8")
+            print(f"\n{table}\nwritten to {table_file}")
+    if dry_run:
+        missing = sum(st == "MISSING" for st, _ in results)
+        print(f"{missing} check(s) failed" if missing else "all checks passed")
+        return 1 if missing else 0
+    return 0
+
+
+def parser(
+    doc: str, *, data: str, imgsz: int, epochs: int, batch: int, device: str, project: str
+) -> argparse.ArgumentParser:
+    """The command-line options every recipe shares, with the recipe's defaults."""
+    p = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--dry-run", action="store_true", help="check paths and print every command, run nothing")
+    p.add_argument("--data", default=data, help=f"data YAML (default {data})")
+    p.add_argument("--gt", default="", help="COCO GT JSON for coco-eval (default: derived from the dataset)")
+    p.add_argument("--project", default=project, help=f"output directory (default {project})")
+    p.add_argument("--imgsz", type=int, default=imgsz, help=f"train/val image size (default {imgsz})")
+    p.add_argument(
+        "--epochs",
+        type=int,
+        default=epochs,
+        help=f"epochs for every run (default {epochs or 'each model official schedule'})",
+    )
+    p.add_argument("--batch", type=int, default=batch, help=f"total batch size (default {batch})")
+    p.add_argument("--device", default=device, help=f"ultralytics device string (default {device})")
+    p.add_argument("--workers", type=int, default=8, help="dataloader workers per GPU (default 8)")
+    p.add_argument("--seed", type=int, default=0, help="seed shared by all runs (default 0)")
+    p.add_argument("--models", default="", help="comma-separated run names to keep (default: all)")
+    p.add_argument("--steps", default=",".join(STEPS), help=f"comma-separated subset of {','.join(STEPS)}")
+    return p
+
+
+def common_train_args(args: argparse.Namespace) -> dict[str, str]:
+    """Settings shared by every run of a recipe; anything not listed is ultralytics' default.
+
+    ``--epochs 0`` leaves the epochs to each run (a recipe's per-model official schedule).
+    """
+    return {
+        **({"epochs": str(args.epochs)} if args.epochs else {}),
+        "batch": str(args.batch),
+        "seed": str(args.seed),
+        "deterministic": "True",
+        "device": args.device,
+        "workers": str(args.workers),
+    }
+
+
+def default_gt(data: str, name: str) -> str:
+    """``<dataset root>/annotations/<name>``: where COCO keeps it, and where ``fine-yolo visdrone`` writes it."""
+    _register_fine()
+    try:
+        _, paths = resolve_dataset(data)
+    except Exception:  # reported by the dry-run checks; keep a readable placeholder in the commands
+        return f"<dataset root of {data}>/annotations/{name}"
+    return str(paths["root"] / "annotations" / name)
+
+
+def select(runs: list[Run], names: str) -> list[Run]:
+    """Keep the runs named in ``names`` (comma-separated); all when empty. Unknown names are an error."""
+    if not names:
+        return runs
+    wanted = [n.strip() for n in names.split(",") if n.strip()]
+    unknown = set(wanted) - {r.name for r in runs}
+    if unknown:
+        raise SystemExit(
+            f"unknown --models {', '.join(sorted(unknown))}; choose from {', '.join(r.name for r in runs)}"
+        )
+    return [r for r in runs if r.name in wanted]
+
+
+def parse_steps(steps: str) -> tuple[str, ...]:
+    chosen = tuple(s.strip() for s in steps.split(",") if s.strip())
+    unknown = set(chosen) - set(STEPS)
+    if unknown:
+        raise SystemExit(f"unknown --steps {', '.join(sorted(unknown))}; choose from {', '.join(STEPS)}")
+    return chosen
