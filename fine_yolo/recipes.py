@@ -24,18 +24,12 @@ import subprocess
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from fine_yolo import paper
+
 STEPS = ("train", "val", "eval", "table")
 
 # Paper numbers (FINE, arXiv 2606.14005), in percent. Table 1: COCO val2017 at 640. Table 8: VisDrone val at 800.
-PAPER_TABLE1 = {
-    "yolov8s": {"AP50:95": 45.0, "AP50": 61.8, "APs": 26.0, "APm": 49.9, "APl": 61.0},
-    "yolov8s-fine": {"AP50:95": 45.8, "AP50": 62.7, "APs": 27.0, "APm": 51.2, "APl": 62.1},
-    "yolov10s": {"AP50:95": 46.2, "AP50": 63.0, "APs": 26.9, "APm": 51.1, "APl": 63.7},
-    "yolov10s-fine": {"AP50:95": 46.7, "AP50": 63.6, "APs": 28.2, "APm": 51.4, "APl": 63.2},
-    "yolo12s": {"AP50:95": 47.6, "AP50": 64.5, "APs": 28.3, "APm": 52.7, "APl": 65.9},
-    "yolo12s-fine": {"AP50:95": 48.2, "AP50": 65.1, "APs": 30.6, "APm": 53.3, "APl": 65.2},
-}
-PAPER_TABLE8 = {"yolov8s": {"AP50": 46.3}, "yolov8s-fine": {"AP50": 47.2}}
+PAPER_TABLE1, PAPER_TABLE8 = paper.TABLE1, paper.TABLE8  # AP columns are read by metric name
 
 
 @dataclass

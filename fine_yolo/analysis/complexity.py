@@ -15,12 +15,7 @@ import json
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
-# Paper Table 1 (COCO val2017): params (M) and GFLOPs of the S models with and without FINE.
-PAPER_TABLE1 = {
-    "yolov8s": {"params_m": 11.2, "gflops": 28.6, "fine_params_m": 12.3, "fine_gflops": 29.6},
-    "yolov10s": {"params_m": 8.1, "gflops": 24.8, "fine_params_m": 9.0, "fine_gflops": 25.7},
-    "yolo12s": {"params_m": 9.1, "gflops": 19.4, "fine_params_m": 10.5, "fine_gflops": 21.2},
-}
+from fine_yolo.paper import TABLE1
 
 
 @dataclass
@@ -68,12 +63,12 @@ def overhead_table(pairs: list[tuple[str, str]], imgsz: int = 640) -> tuple[list
     for base_name, fine_name in pairs:
         b, f = measure(base_name, imgsz), measure(fine_name, imgsz)
         key = Path(base_name).stem
-        paper = PAPER_TABLE1.get(key)
+        paper, paper_fine = TABLE1.get(key), TABLE1.get(f"{key}-fine")
         row = {"baseline": asdict(b), "fine": asdict(f), "d_params": f.params - b.params,
                "d_gflops_torch": f.gflops_torch - b.gflops_torch, "d_gflops_thop": f.gflops_thop - b.gflops_thop}
         if paper:
-            row["paper_d_params_m"] = round(paper["fine_params_m"] - paper["params_m"], 2)
-            row["paper_d_gflops"] = round(paper["fine_gflops"] - paper["gflops"], 2)
+            row["paper_d_params_m"] = round(paper_fine["params_m"] - paper["params_m"], 2)
+            row["paper_d_gflops"] = round(paper_fine["gflops"] - paper["gflops"], 2)
         rows.append(row)
         paper_cells = f"+{row['paper_d_params_m']:.1f}M | +{row['paper_d_gflops']:.1f}G" if paper else "- | -"
         lines.append(
