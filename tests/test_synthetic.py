@@ -93,6 +93,7 @@ def test_generate_is_byte_identical_per_seed(tmp_path: Path) -> None:
             assert not np.array_equal(img_a, cv2.imread(str(c / png)))
     ma, mb, mc = (json.loads((d / "MANIFEST.json").read_text()) for d in (a, b, c))
     assert ma["labels_sha256"] == mb["labels_sha256"] != mc["labels_sha256"]
+    assert (a / "MANIFEST.json").read_bytes() == (b / "MANIFEST.json").read_bytes()  # no timestamps in it
     assert (ma["seed"], ma["n_train"], ma["n_val"], ma["imgsz"], ma["names"]) == (1, 5, 3, 256, list(CLASS_NAMES))
     boxes = sum(len((a / "labels/train" / f"train_{i:05d}.txt").read_text().splitlines()) for i in range(5))
     assert ma["counts"]["train"]["boxes"] == boxes == sum(ma["counts"]["train"]["per_class"].values())
