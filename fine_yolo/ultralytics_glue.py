@@ -146,7 +146,7 @@ def _insert_fine(layers, fine_rows: list[_FineRow], ch: int, yaml_file: str, ver
     alias: dict[int, int] = {}  # baseline index -> position of its latest version (FINE-aligned or original)
     entries: list[tuple[str, torch.nn.Module]] = []
 
-    fine_iter = iter(sorted(zip(fine_rows, modules), key=lambda t: t[0].position))
+    fine_iter = iter(zip(fine_rows, modules))  # in YAML order
     pending = next(fine_iter, None)
     for j, layer in enumerate(layers):
         while pending is not None and pending[0].before == j:

@@ -102,6 +102,20 @@ def test_baseline_checkpoint_transfers_and_predicts_identically(tmp_path, base, 
     assert torch.equal(yb, yf)
 
 
+def test_same_seed_gives_the_baseline_weights_and_function():
+    """Baseline layers are built first, so with one seed a FINE model starts as exactly its baseline (the demo's
+    controlled comparison relies on it)."""
+    torch.manual_seed(0)
+    base = YOLO("yolov8n.yaml", verbose=False).model.eval()
+    torch.manual_seed(0)
+    fine = YOLO("yolov8n-fine.yaml", verbose=False).model.eval()
+    f_sd = fine.state_dict()
+    assert all(torch.equal(v, f_sd[k]) for k, v in base.state_dict().items())
+    x = torch.rand(1, 3, 128, 160)
+    with torch.no_grad():
+        assert torch.equal(base(x)[0], fine(x)[0])
+
+
 def baseline_name_to_fine(base: str) -> str:
     fine = base.replace(".yaml", "-fine.yaml")
     assert baseline_name(fine) == base
