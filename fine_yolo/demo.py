@@ -97,7 +97,7 @@ def table(base: dict, fine: dict, imgsz: int) -> str:
 
 
 def main(argv: list[str]) -> int:
-    """``fine-yolo demo [model=yolov8n-fine.yaml] [epochs=3] [imgsz=256] [project=runs/fine_demo] ...``."""
+    """``fine-yolo demo [model=yolov8n-fine.yaml] [epochs=20] [imgsz=256] [project=runs/fine_demo] ...``."""
     from fine_yolo.cli import parse_kv
     from fine_yolo.models import baseline_name
 
