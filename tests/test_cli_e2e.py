@@ -15,8 +15,15 @@ from conftest import offline_env
 
 from fine_yolo.data.synthetic import CLASS_NAMES, generate
 
-YOLO = shutil.which("yolo") or "yolo"
-FINE_YOLO = shutil.which("fine-yolo") or "fine-yolo"
+
+
+def _script(name: str) -> str:
+    """The console script installed beside this interpreter (the same environment), else the one on PATH."""
+    sibling = Path(sys.executable).parent / name
+    return str(sibling) if sibling.is_file() else shutil.which(name) or name
+
+
+YOLO, FINE_YOLO = _script("yolo"), _script("fine-yolo")
 IMGSZ = 128
 
 
