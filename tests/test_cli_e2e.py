@@ -16,7 +16,6 @@ from conftest import offline_env
 from fine_yolo.data.synthetic import CLASS_NAMES, generate
 
 
-
 def _script(name: str) -> str:
     """The console script installed beside this interpreter (the same environment), else the one on PATH."""
     sibling = Path(sys.executable).parent / name

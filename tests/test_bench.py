@@ -1,0 +1,220 @@
+"""`fine-yolo bench`: statistics, the interleaved loop, the environment probe (fake Jetson tree), the report, and a
+small real run through PyTorch and ONNX Runtime on CPU. TensorRT timing is tested where a GPU and TensorRT exist."""
+
+from __future__ import annotations
+
+import json
+import statistics
+
+import numpy as np
+import pytest
+
+from fine_yolo.bench.env import clocks_locked, cpu_freqs, gpu_devfreq, jetson_info, warnings_for
+from fine_yolo.bench.report import markdown
+from fine_yolo.bench.stats import interleave, percentile, speed_ratio, summarize
+
+# --- statistics ------------------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("q", [0, 10, 50, 90, 99, 100])
+def test_percentile_matches_numpy(q):
+    xs = [5.0, 1.0, 3.0, 9.0, 7.0, 2.0, 8.0]
+    assert percentile(xs, q) == pytest.approx(float(np.percentile(xs, q)))
+
+
+def test_summarize_known_samples():
+    s = summarize([10.0, 12.0, 11.0, 30.0, 10.5])
+    assert (s.n, s.median, s.min, s.max) == (5, 11.0, 10.0, 30.0)
+    assert s.mean == pytest.approx(14.7)
+    assert s.fps == pytest.approx(1000 / 11.0)
+    assert s.p90 == pytest.approx(float(np.percentile([10, 12, 11, 30, 10.5], 90)))
+    assert s.p99 == pytest.approx(float(np.percentile([10, 12, 11, 30, 10.5], 99)))
+    assert s.std == pytest.approx(float(np.std([10, 12, 11, 30, 10.5])))
+    with pytest.raises(ValueError):
+        summarize([])
+
+
+def test_speed_ratio_of_paired_samples():
+    base = [100.0 + (i % 5) for i in range(200)]
+    fine = [b * 1.02 for b in base]  # FINE 2% slower in every round
+    r = speed_ratio(base, fine)
+    assert r.of_medians == pytest.approx(1 / 1.02)
+    assert r.paired_median == pytest.approx(1 / 1.02)
+    assert r.ci95[0] <= r.of_medians <= r.ci95[1]
+    assert r.ci95[1] - r.ci95[0] < 0.02
+    with pytest.raises(ValueError, match="paired"):
+        speed_ratio([1.0, 2.0], [1.0])
+
+
+def test_interleave_runs_a_b_a_b_after_warmup():
+    calls: list[str] = []
+
+    def runner(name, ms):
+        def run():
+            calls.append(name)
+            return ms
+
+        return run
+
+    out = interleave({"baseline": runner("A", 1.0), "fine": runner("B", 2.0)}, iters=4, warmup=2, progress=False)
+    assert calls == ["A", "B"] * 6  # 2 warm-up rounds, then 4 timed rounds, strictly alternating
+    assert out == {"baseline": [1.0] * 4, "fine": [2.0] * 4}
+
+
+def test_interleave_runs_at_least_the_seconds_asked():
+    import time
+
+    def sleeper():
+        time.sleep(0.01)
+        return 10.0
+
+    out = interleave({"a": sleeper}, iters=1, seconds=0.1, warmup=0, progress=False)
+    assert 5 <= len(out["a"]) <= 20  # 0.1 s of 10 ms rounds, although iters=1
+    assert len(interleave({"a": sleeper}, iters=3, seconds=0.1, warmup=0, progress=False, max_iters=3)["a"]) == 3
+
+
+# --- environment -----------------------------------------------------------------------------------------------------
+
+
+def _write(root, rel, text):
+    p = root / rel
+    p.parent.mkdir(parents=True, exist_ok=True)
+    p.write_text(text)
+
+
+def _fake_jetson(root, gpu_min, gpu_max, cpu_min, cpu_max):
+    _write(root, "etc/nv_tegra_release", "# R36 (release), REVISION: 4.3, GCID: 38968081, BOARD: generic\n")
+    _write(root, "proc/device-tree/model", "NVIDIA Jetson Orin Nano Engineering Reference Developer Kit Super\x00")
+    _write(root, "var/lib/nvpmodel/status", "pmode:0002 fmode:quiet")
+    g = "sys/class/devfreq/17000000.gpu/"
+    for name, val in (("name", "17000000.gpu"), ("cur_freq", str(gpu_max)), ("min_freq", str(gpu_min)),
+                      ("max_freq", str(gpu_max)), ("governor", "nvhost_podgov")):
+        _write(root, g + name, val + "\n")
+    for i in range(2):
+        c = f"sys/devices/system/cpu/cpu{i}/cpufreq/"
+        for name, val in (("scaling_governor", "schedutil"), ("scaling_cur_freq", str(cpu_max)),
+                          ("scaling_min_freq", str(cpu_min)), ("scaling_max_freq", str(cpu_max))):
+            _write(root, c + name, val + "\n")
+
+
+def test_jetson_with_locked_clocks(tmp_path):
+    _fake_jetson(tmp_path, 1020000000, 1020000000, 1728000, 1728000)
+    j = jetson_info(tmp_path, run_nvpmodel=False)
+    assert j["model"].startswith("NVIDIA Jetson Orin Nano") and j["l4t"].startswith("# R36")
+    assert j["power_mode"] == "pmode:0002 fmode:quiet"
+    assert j["gpu_clock"] == {"node": "17000000.gpu", "cur_hz": 1020000000, "min_hz": 1020000000,
+                              "max_hz": 1020000000, "governor": "nvhost_podgov"}
+    assert [c["max_khz"] for c in j["cpu_clock"]] == [1728000, 1728000]
+    assert j["clocks_locked"] is True
+    assert warnings_for({"jetson": j, "loadavg": [0.1, 0, 0], "cpu_count": 6}) == []
+
+
+def test_jetson_with_scaling_clocks_warns(tmp_path):
+    _fake_jetson(tmp_path, 306000000, 1020000000, 115200, 1728000)
+    j = jetson_info(tmp_path, run_nvpmodel=False)
+    assert j["clocks_locked"] is False
+    (w,) = warnings_for({"jetson": j, "loadavg": [0.1, 0, 0], "cpu_count": 6})
+    assert "not locked" in w and "jetson_clocks" in w and "nvpmodel" in w
+
+
+def test_not_a_jetson(tmp_path):
+    _write(tmp_path, "proc/cpuinfo", "processor\t: 0\nmodel name\t: AMD EPYC 9B14\n")
+    assert jetson_info(tmp_path, run_nvpmodel=False) is None
+    assert gpu_devfreq(tmp_path) is None and cpu_freqs(tmp_path) == []
+    assert clocks_locked(None, []) is None
+    (w,) = warnings_for({"jetson": None, "loadavg": [3.5, 3, 3], "cpu_count": 2})
+    assert "busy" in w and "3.5" in w
+
+
+# --- report ----------------------------------------------------------------------------------------------------------
+
+
+def _fake_result():
+    def model(name, med, params, gflops):
+        net = summarize([med, med * 1.01, med * 0.99, med * 1.2])
+        return {"name": name, "params": params, "gflops": gflops, "network": net.to_dict(),
+                "e2e": summarize([med + 5, med + 6]).to_dict()}
+
+    return {
+        "args": {"model": "yolov8s-fine.yaml", "baseline": "yolov8s.yaml", "imgsz": 640},
+        "backend_desc": "ONNX Runtime CPUExecutionProvider, 2 intra-op threads",
+        "env": {"cpu": "AMD EPYC", "torch": "2.x", "onnxruntime": "1.x", "tensorrt": None, "cuda": None,
+                "jetson": None},
+        "warnings": ["the machine is busy"],
+        "models": {"baseline": model("yolov8s", 100.0, 11_166_560, 28.6),
+                   "fine": model("yolov8s-fine", 102.0, 11_654_208, 29.2)},
+        "ratio": {"network": speed_ratio([100.0, 101.0], [102.0, 103.0]).to_dict(),
+                  "e2e": speed_ratio([105.0], [107.0]).to_dict()},
+    }
+
+
+def test_markdown_report_like_table_1():
+    text = markdown(_fake_result())
+    lines = text.splitlines()
+    assert lines[0].startswith("**yolov8s.yaml vs yolov8s-fine.yaml** — ONNX Runtime")
+    header = next(ln for ln in lines if ln.startswith("| model |"))
+    assert all(c in header for c in ("params", "GFLOPs", "latency median (ms)", "p90", "p99", "FPS", "end-to-end"))
+    base = next(ln for ln in lines if ln.startswith("| yolov8s |"))
+    assert "| 11.17M | 28.6 | 100.50 |" in base and "| 10.0 |" in base  # FPS = 1000 / 100.5, one decimal
+    ratio = next(ln for ln in lines if "baseline / FINE" in ln)
+    assert "**0.980**" in ratio  # 100.5 / 102.5 and "95% CI" in ratio and "| 0.981 |" in ratio
+    assert "> warning: the machine is busy" in text
+
+
+# --- a real, small run -----------------------------------------------------------------------------------------------
+
+
+@pytest.mark.parametrize("fmt", ["torch", "onnx"])
+def test_bench_runs_end_to_end_on_cpu(tmp_path, fmt, capsys):
+    from fine_yolo.bench.latency import main
+
+    out_json = tmp_path / "bench.json"
+    rc = main(["model=yolov8n-fine.yaml", f"format={fmt}", "imgsz=96", "iters=4", "warmup=1", "e2e_iters=2",
+               "threads=1", f"out={tmp_path}", f"json={out_json}", "progress=False"])
+    assert rc == 0
+    text = capsys.readouterr().out
+    assert "| yolov8n |" in text and "| yolov8n-fine |" in text and "baseline / FINE" in text
+    r = json.loads(out_json.read_text())
+    assert r["args"]["baseline"] == "yolov8n.yaml" and r["args"]["threads"] == 1
+    for key in ("baseline", "fine"):
+        m = r["models"][key]
+        assert len(m["samples_ms"]) == 4 and len(m["e2e_samples_ms"]) == 2
+        assert m["network"]["median"] == pytest.approx(statistics.median(m["samples_ms"]))
+        assert m["network"]["fps"] == pytest.approx(1000 / m["network"]["median"])
+        assert m["params"] > 3_000_000 and m["gflops"] > 0
+    assert r["models"]["fine"]["params"] > r["models"]["baseline"]["params"]
+    assert r["ratio"]["network"]["of_medians"] == pytest.approx(
+        r["models"]["baseline"]["network"]["median"] / r["models"]["fine"]["network"]["median"])
+    if fmt == "onnx":
+        assert r["models"]["fine"]["artifact"].endswith(".onnx")
+        assert r["models"]["fine"]["info"]["intra_op_threads"] == 1
+        assert r["models"]["fine"]["info"]["providers"][0] == "CPUExecutionProvider"
+    assert r["env"]["torch"] and "cpu" in r["env"]
+
+
+def test_bench_usage_errors():
+    from fine_yolo.bench.latency import main
+    from fine_yolo.cli import UsageError
+
+    with pytest.raises(UsageError, match="model"):
+        main([])
+    with pytest.raises(UsageError, match="format"):
+        main(["model=yolov8n-fine.yaml", "format=tflite", "iters=1"])
+    with pytest.raises(UsageError, match="FINE model name"):
+        main(["model=yolov8n.yaml", "iters=1"])  # no baseline= and not a FINE name
+
+
+@pytest.mark.gpu
+def test_bench_tensorrt_engine(tmp_path):
+    import torch
+
+    if not torch.cuda.is_available():
+        pytest.skip("needs a CUDA GPU (torch.cuda.is_available() is False)")
+    pytest.importorskip("tensorrt", reason="needs the TensorRT Python package (JetPack or `pip install tensorrt`)")
+    from fine_yolo.bench.latency import run_bench
+
+    r = run_bench("yolov8n-fine.yaml", imgsz=160, format="engine", device="0", half=True, cuda_graph=True, iters=20,
+                  warmup=5, e2e_iters=5, out=str(tmp_path), progress=False)
+    assert r["models"]["fine"]["info"]["backend"] == "tensorrt"
+    assert r["env"]["gpu"] and r["env"]["tensorrt"]
+    assert 0 < r["models"]["fine"]["network"]["median"] < 100
