@@ -13,6 +13,15 @@ from conftest import offline_env
 ROOT = Path(__file__).resolve().parents[1]
 
 
+def _dependency_dirs() -> list[str]:
+    """Where torch, ultralytics & co. are installed (a venv with system site-packages spreads them over two)."""
+    import torch
+    import ultralytics
+
+    dirs = [sysconfig.get_paths()["purelib"], *(str(Path(m.__file__).parents[1]) for m in (ultralytics, torch))]
+    return list(dict.fromkeys(dirs))
+
+
 def test_wheel_ships_yamls_and_hook_and_works_without_the_source_tree(tmp_path):
     wheel_dir = tmp_path / "wheel"
     subprocess.run(
@@ -30,12 +39,12 @@ def test_wheel_ships_yamls_and_hook_and_works_without_the_source_tree(tmp_path):
     # -S: no site-packages .pth processing, so the editable checkout is invisible; the wheel's own .pth installs the
     # hook, and torch/ultralytics come from the normal site-packages appended without their .pth files.
     code = (
-        "import sys, site; site.addsitedir(sys.argv[1]); sys.path.append(sys.argv[2]);"
+        "import sys, site; site.addsitedir(sys.argv[1]); sys.path.extend(sys.argv[2:]);"
         "from ultralytics import YOLO; import fine_yolo; print(fine_yolo.__file__);"
         "m = YOLO('yolov12s-fine.yaml', verbose=False); print(type(m.model.model.fine0).__name__)"
     )
     proc = subprocess.run(
-        [sys.executable, "-S", "-c", code, str(target), sysconfig.get_paths()["purelib"]],
+        [sys.executable, "-S", "-c", code, str(target), *_dependency_dirs()],
         cwd=tmp_path, env=offline_env(), capture_output=True, text=True, timeout=300,
     )
     assert proc.returncode == 0, proc.stderr[-3000:]
