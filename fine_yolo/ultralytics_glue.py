@@ -247,11 +247,11 @@ def patch_tasks(tasks: ModuleType) -> None:
     """Install the FINE-aware ``parse_model`` and allow FINE in restricted (weights_only) checkpoint loading."""
     import torch
 
-    from fine_yolo.nn.fine import FINE
+    from fine_yolo.nn import fine
 
     tasks.parse_model = wrap_parse_model(tasks.parse_model)
-    if hasattr(torch.serialization, "add_safe_globals"):
-        torch.serialization.add_safe_globals([FINE])
+    if hasattr(torch.serialization, "add_safe_globals"):  # every class a pickled FINE module can contain
+        torch.serialization.add_safe_globals([getattr(fine, name) for name in fine.__all__])
 
 
 def register() -> None:
