@@ -204,6 +204,18 @@ def test_bench_usage_errors():
         main(["model=yolov8n.yaml", "iters=1"])  # no baseline= and not a FINE name
 
 
+def test_bench_engine_without_gpu_says_so(tmp_path, capsys):
+    import torch
+
+    if torch.cuda.is_available():
+        pytest.skip("checks the answer on a machine without CUDA")
+    from fine_yolo.bench.latency import main
+
+    assert main(["model=yolov8n-fine.yaml", "format=engine", "iters=1", f"out={tmp_path}", "progress=False"]) == 1
+    err = capsys.readouterr().err.splitlines()[-1]
+    assert err.startswith("fine-yolo bench: format=engine needs an NVIDIA GPU") and "format=onnx or format=torch" in err
+
+
 @pytest.mark.gpu
 def test_bench_tensorrt_engine(tmp_path):
     import torch
@@ -218,3 +230,25 @@ def test_bench_tensorrt_engine(tmp_path):
     assert r["models"]["fine"]["info"]["backend"] == "tensorrt"
     assert r["env"]["gpu"] and r["env"]["tensorrt"]
     assert 0 < r["models"]["fine"]["network"]["median"] < 100
+
+
+def test_summary_table_like_paper_table_1():
+    from fine_yolo.bench.report import summary_table
+
+    text = summary_table([_fake_result()])
+    row = text.splitlines()[2]
+    assert row.startswith("| yolov8s | 11.17M | 28.6 | 10.0 | 11.65M | 29.2 | 9.8 | 0.980 |")
+    assert "189 -> 177" in row  # the paper's Orin Nano FPS beside ours
+
+
+def test_jetson_script_uses_only_known_bench_arguments():
+    import re
+    from pathlib import Path
+
+    from fine_yolo.bench.latency import DEFAULTS
+
+    script = (Path(__file__).parents[1] / "scripts" / "jetson_table1.sh").read_text()
+    call = script[script.index("fine-yolo bench model=") : script.index("| tee")]
+    keys = set(re.findall(r"(\w+)=", call))
+    assert keys and keys <= set(DEFAULTS), keys - set(DEFAULTS)
+    assert {"format", "half", "cuda_graph", "model", "baseline"} <= keys

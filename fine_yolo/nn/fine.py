@@ -19,13 +19,14 @@ Choices where the paper is silent, or where we compute the same maths more cheap
 * **W_Q, W_K, W_V, W_O are 1x1 convolutions with bias** on the pooled maps: the same C x C matrices as eq. 5/7,
   applied per token, without a flatten/transpose round trip before the projections. W_K and W_V share one
   convolution with 2C outputs (one GEMM instead of two; the weights are the two C x C blocks).
-* **The residual is folded before upsampling (eq. 8-9).** ``F*M + F == F*(1 + M)`` and nearest upsampling commutes
-  with adding 1, so we add 1 on the coarse map and do one full-resolution multiply. With the identity start below,
-  ``1 + M`` is exactly 1.0, so the output equals ``low`` bit for bit.
-* **Attention** uses ``torch.nn.functional.scaled_dot_product_attention`` (fused kernels where torch has them). The
-  TorchScript ONNX exporter decomposes it into MatMul/Softmax with the scale applied to Q and K before the first
-  MatMul — the pattern TensorRT's fused-attention pass matches (head dim 16, a multiple of 8). No ONNX ``Attention``,
-  ``Einsum``, sequence or control-flow ops are produced.
+* **The residual is folded into W_O's bias (eq. 7-9).** ``F*M + F == F*(1 + M)``, nearest upsampling commutes
+  with adding 1, and ``1 + M^ = W_O x + (b_O + 1)``: one convolution with the bias raised by 1 yields the gain map, and
+  one full-resolution multiply applies it. With the identity start below the gain is exactly 1.0 (``0*x + 1``), so
+  the output equals ``low`` bit for bit.
+* **Attention** uses ``torch.nn.functional.scaled_dot_product_attention``. The TorchScript ONNX exporter decomposes
+  it into MatMul/Softmax/MatMul with the scale 1/sqrt(d) applied as d^-1/4 to Q and to K before the first MatMul —
+  the pattern TensorRT's fused-attention pass matches (head dim 16, a multiple of 8). No ONNX ``Attention``,
+  ``Einsum``, sequence or control-flow ops are produced (``fine_yolo.export.trt_check`` verifies all of this).
 * **Identity start** (``zero_init=True``, the default): W_O and its bias start at zero, so M = 0 and FINE returns
   ``low`` exactly. A FINE model built from a baseline checkpoint therefore predicts exactly what the baseline
   predicts before training, and fine-tuning starts from the baseline's accuracy instead of from a perturbed network.
@@ -36,6 +37,21 @@ Choices where the paper is silent, or where we compute the same maths more cheap
   ``high``) do not fall in any token. Their modulation is zero: M is upsampled by exactly rk and zero-padded on the
   bottom/right, so those pixels pass through unchanged. (A Pad op appears in an exported graph only when the traced
   size needs it; YOLO feature maps at stride multiples never do.)
+
+Speed (same maths, different kernels; see README "Speed"). Two code paths compute identical values up to float
+summation order, chosen by whether the block is being traced (``torch.jit.is_tracing()``: ONNX, TorchScript and every
+ultralytics export that goes through them):
+
+* **Exported graph** (tuned for ONNX Runtime's CPU provider and TensorRT): ``AveragePool -> Conv`` (q, kv) ->
+  ``MatMul/Softmax/MatMul`` -> ``Conv`` (W_O with b_O + 1) -> ``Resize`` (nearest) -> ``Mul``. Splitting K and V
+  *before* transposing lets SDPA's own ``Transpose(K)`` cancel ours, so K^T is read straight from the kv conv's
+  layout; folding the residual into W_O's bias removes an ``Add`` that sat between the conv and the ``Resize``, so
+  ONNX Runtime keeps conv -> resize -> multiply in its blocked NCHWc layout instead of converting the full-resolution
+  map to plain NCHW and back.
+* **Eager PyTorch**: Q, K, V are made contiguous per head so SDPA takes its fused (flash) kernel instead of the
+  math fallback (about 6x faster on CPU); average pooling (:class:`AATSPool`) is computed as k strided row sums and
+  k column sums, and eq. 8-9 as one broadcast multiply of ``low`` viewed as (rk rows x W) by the gain repeated along
+  W only, instead of materialising the upsampled map (``F.interpolate`` on CPU costs more than the multiply).
 
 Shapes: ``low`` is (B, c_low, H, W); ``high`` is (B, c_high, H/r, W/r) (any size whose pooled token grid is
 non-empty is accepted by the block; the ultralytics glue checks the r x relation at model build time); the output is
@@ -48,7 +64,41 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-__all__ = ["FINE"]
+__all__ = ["FINE", "AATSPool"]
+
+
+def _traced() -> bool:
+    """Whether we are being traced/scripted (ONNX/TorchScript export): then the plain, exportable ops are used."""
+    return torch.jit.is_tracing() or torch.jit.is_scripting()
+
+
+class AATSPool(nn.AvgPool2d):
+    """``nn.AvgPool2d(k)`` (non-overlapping, floor mode, no padding) with a faster eager path.
+
+    Eager: the mean of each k x k window as k row-slice sums then k column-slice sums (contiguous, vectorized adds),
+    2-5x faster than PyTorch's CPU ``avg_pool2d`` kernel on FINE's maps; the same value up to float summation order.
+    Traced (export): ``F.avg_pool2d``, i.e. ONNX ``AveragePool`` (ceil_mode=0, no pads), which TensorRT and ONNX
+    Runtime implement well.
+    """
+
+    def __init__(self, k: int) -> None:
+        super().__init__(k)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        k = self.kernel_size
+        b, c, big_h, big_w = x.shape
+        h, w = big_h // k, big_w // k
+        if _traced() or h == 0 or w == 0:
+            return super().forward(x)
+        rows = x[..., : h * k, : w * k].reshape(b, c, h, k, w * k)  # a view when the map is contiguous
+        s = rows[:, :, :, 0]
+        for j in range(1, k):
+            s = s + rows[:, :, :, j]
+        cols = s.view(b, c, h, w, k)
+        t = cols[..., 0]
+        for j in range(1, k):
+            t = t + cols[..., j]
+        return t * (1.0 / (k * k))
 
 
 class FINE(nn.Module):
@@ -77,8 +127,8 @@ class FINE(nn.Module):
         # eq. 10: plain 1x1 projection of the high-level map into the low-level channel space (no BN, no activation).
         self.proj_high = nn.Conv2d(c_high, c_low, 1) if c_high != c_low else nn.Identity()
         # eq. 4: AATS, parameter-free non-overlapping average pooling (floor mode; TensorRT-exact).
-        self.pool_high = nn.AvgPool2d(k) if k > 1 else nn.Identity()
-        self.pool_low = nn.AvgPool2d(r * k)
+        self.pool_high = AATSPool(k) if k > 1 else nn.Identity()
+        self.pool_low = AATSPool(r * k)
         # eq. 5 / 7: C x C projections with bias, as 1x1 convolutions on the token maps. K and V share one conv.
         self.q = nn.Conv2d(c_low, c_low, 1)
         self.kv = nn.Conv2d(c_low, 2 * c_low, 1)
@@ -90,8 +140,8 @@ class FINE(nn.Module):
     def extra_repr(self) -> str:
         return f"c_low={self.c_low}, c_high={self.c_high}, k={self.k}, r={self.r}, heads={self.heads}"
 
-    def modulation(self, low: torch.Tensor, high: torch.Tensor) -> torch.Tensor:
-        """Return the coarse modulation map M^ of eq. 7, shape (B, C, H // rk, W // rk)."""
+    def _heads(self, low: torch.Tensor, high: torch.Tensor) -> torch.Tensor:
+        """Return Concat(head_1..head_h) of eq. 6 as a token map (B, C, H // rk, W // rk), before W_O."""
         rk = self.r * self.k
         if min(low.shape[-2:]) < rk or min(high.shape[-2:]) < self.k:
             raise ValueError(
@@ -102,11 +152,24 @@ class FINE(nn.Module):
         high_t = self.proj_high(self.pool_high(high))  # (B, C, hh, ww), hh = H_high // k
         b, c, h, w = low_t.shape
         n_high = high_t.shape[-2] * high_t.shape[-1]
-        # (B, C, h, w) -> (B, heads, N, d): channel c belongs to head c // d, as in Concat(head_1..head_h).
+        # A 1x1 conv output viewed as (B, heads, d, N) is Q_i^T / K_i^T / V_i^T per head (channel c belongs to head
+        # c // d, as in Concat(head_1..head_h)). K and V are split *before* the transposes: the exported graph then
+        # holds K^T in the conv's own layout (SDPA's Transpose(K) cancels against ours) instead of a 5-D Transpose
+        # plus a second Transpose, which ONNX Runtime executes as two full copies.
         q = self.q(low_t).view(b, self.heads, self.head_dim, h * w).transpose(-1, -2)
-        k, v = self.kv(high_t).view(b, 2, self.heads, self.head_dim, n_high).transpose(-1, -2).unbind(1)
-        attn = F.scaled_dot_product_attention(q, k, v)  # (B, heads, N_low, d), eq. 6 with scale 1/sqrt(d)
-        return self.out(attn.transpose(-1, -2).reshape(b, c, h, w))  # eq. 7
+        k, v = self.kv(high_t).view(b, 2, self.heads, self.head_dim, n_high).unbind(1)
+        k, v = k.transpose(-1, -2), v.transpose(-1, -2)
+        if not _traced():
+            # Eager: torch's fused CPU/GPU attention kernels need unit stride on the head dim, otherwise SDPA falls
+            # back to its math path (score matrix materialised, several extra passes): ~6x slower on CPU. The copies
+            # are (N x d) per head, tiny. Traced, they would only add nodes, so they are skipped.
+            q, k, v = q.contiguous(), k.contiguous(), v.contiguous()
+        attn = F.scaled_dot_product_attention(q, k, v)  # eq. 6, scale 1/sqrt(d)
+        return attn.transpose(-1, -2).reshape(b, c, h, w)  # (B, heads, N_low, d) -> (B, C, h, w)
+
+    def modulation(self, low: torch.Tensor, high: torch.Tensor) -> torch.Tensor:
+        """Return the coarse modulation map M^ of eq. 7, shape (B, C, H // rk, W // rk)."""
+        return self.out(self._heads(low, high))  # eq. 7
 
     def forward(self, low: torch.Tensor | list[torch.Tensor], high: torch.Tensor | None = None) -> torch.Tensor:
         """Return ``low * M + low`` (eq. 9) with M the upsampled modulation map (eq. 8); same shape as ``low``.
@@ -116,9 +179,17 @@ class FINE(nn.Module):
         if high is None:
             low, high = low
         rk = self.r * self.k
-        gain = self.modulation(low, high) + 1.0  # 1 + M^, folded before upsampling (see module doc)
+        # 1 + M^ in one convolution: W_O x + (b_O + 1), the residual's 1 folded into W_O's bias (see module doc).
+        gain = F.conv2d(self._heads(low, high), self.out.weight, self.out.bias + 1.0)
+        b, c, big_h, big_w = low.shape
+        h, w = gain.shape[-2:]
+        if not _traced() and big_h == h * rk and big_w == w * rk and low.is_contiguous():
+            # eq. 8-9 without materialising the upsampled map: repeat the gain along W only (a coarse-height map),
+            # then broadcast it over the rk rows of each cell. Same products as Resize + Mul, bit for bit.
+            gain_w = gain.repeat_interleave(rk, dim=-1)  # (B, C, h, W)
+            return (low.view(b, c, h, rk, big_w) * gain_w.unsqueeze(3)).view(b, c, big_h, big_w)
         gain = F.interpolate(gain, scale_factor=rk, mode="nearest")  # eq. 8
-        pad_h, pad_w = low.shape[-2] - gain.shape[-2], low.shape[-1] - gain.shape[-1]
+        pad_h, pad_w = big_h - gain.shape[-2], big_w - gain.shape[-1]
         if pad_h or pad_w:  # trailing rows/cols outside every token: gain 1 (M = 0), see module doc
             gain = F.pad(gain, (0, pad_w, 0, pad_h), value=1.0)
         return low * gain

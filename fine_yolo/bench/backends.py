@@ -1,0 +1,215 @@
+"""The three timed backends — PyTorch, ONNX Runtime, TensorRT — behind one shape: a callable returning milliseconds.
+
+For each model a backend prepares two callables:
+
+* ``network()``: one forward pass of the network alone, batch 1, input already on the device (a fixed random tensor;
+  latency does not depend on the values), outputs left on the device. PyTorch and ONNX Runtime CPU are timed with
+  ``perf_counter``; CUDA runs with CUDA events (PyTorch, TensorRT) or with ``perf_counter`` around ONNX Runtime's
+  ``run_with_iobinding``, which synchronizes its stream before returning.
+* ``e2e()``: ``YOLO(artifact).predict(image)`` on a decoded image in memory — ultralytics' own pre-processing
+  (letterbox, normalize, upload), the network through its AutoBackend, and post-processing (NMS, rescale) — the
+  latency an application sees. The image is ultralytics' bundled ``bus.jpg`` (810x1080), decoded once.
+
+Both models of a comparison run in the same process with the same thread settings: ``threads`` sets
+``torch.set_num_threads`` and ONNX Runtime's ``intra_op_num_threads`` (``inter_op_num_threads=1``, sequential
+execution) for the network timing. ultralytics' own ONNX session (end-to-end timing) uses ONNX Runtime's defaults,
+identical for both models.
+"""
+
+from __future__ import annotations
+
+import shutil
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+FORMATS = ("torch", "onnx", "engine")
+
+
+@dataclass
+class Prepared:
+    """A model ready to time."""
+
+    source: str  # what the user passed (YAML name, .pt, .onnx, .engine)
+    artifact: str  # the file actually timed (the .onnx / .engine for those formats)
+    network: Callable[[], float]
+    e2e: Callable[[], float] | None
+    info: dict[str, Any] = field(default_factory=dict)
+
+
+def is_cuda(device: str) -> bool:
+    """Whether ``device`` (ultralytics spelling: ``cpu``, ``0``, ``cuda:0``) names a CUDA device."""
+    d = str(device).strip().lower()
+    return d not in {"", "cpu", "mps"}
+
+
+def cuda_index(device: str) -> int:
+    d = str(device).strip().lower().replace("cuda:", "")
+    return int(d.split(",")[0]) if d.split(",")[0].isdigit() else 0
+
+
+def bench_image():
+    """ultralytics' bundled ``bus.jpg`` decoded to a BGR array (what ``predict`` receives from ``cv2.imread``)."""
+    import cv2
+    from ultralytics.utils import ASSETS
+
+    img = cv2.imread(str(ASSETS / "bus.jpg"))
+    if img is None:
+        raise FileNotFoundError(f"cannot read {ASSETS / 'bus.jpg'}")
+    return img
+
+
+def _e2e_runner(artifact: str, imgsz: int, device: str, half: bool, task: str | None = "detect") -> Callable[[], float]:
+    from ultralytics import YOLO
+
+    yolo = YOLO(artifact, task=task) if not artifact.endswith((".yaml", ".yml", ".pt")) else YOLO(artifact)
+    img = bench_image()
+    kw: dict[str, Any] = {"imgsz": imgsz, "device": device, "verbose": False, "save": False}
+    if half:  # ultralytics 8.4 spells it quantize=16 ('half' is deprecated there)
+        from ultralytics.cfg import DEFAULT_CFG_DICT
+
+        kw["quantize" if "quantize" in DEFAULT_CFG_DICT else "half"] = 16 if "quantize" in DEFAULT_CFG_DICT else True
+    cuda = is_cuda(device)
+
+    def run() -> float:
+        if cuda:
+            import torch
+
+            torch.cuda.synchronize()
+        t0 = time.perf_counter()
+        yolo.predict(img, **kw)
+        if cuda:
+            import torch
+
+            torch.cuda.synchronize()
+        return (time.perf_counter() - t0) * 1e3
+
+    return run
+
+
+def prepare_torch(model: str, imgsz: int = 640, device: str = "cpu", half: bool = False, e2e: bool = True,
+                  **_: Any) -> Prepared:
+    """PyTorch eager: the fused (Conv+BN) detection model in eval mode, as ultralytics' predict runs it."""
+    import torch
+    from ultralytics import YOLO
+
+    dev = torch.device(f"cuda:{cuda_index(device)}" if is_cuda(device) else "cpu")
+    net = YOLO(model).model.fuse(verbose=False).eval().to(dev)
+    dtype = torch.float16 if half and dev.type == "cuda" else torch.float32
+    net = net.to(dtype)
+    x = torch.rand(1, 3, imgsz, imgsz, device=dev, dtype=dtype)
+    if dev.type == "cuda":
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+
+        def network() -> float:
+            with torch.inference_mode():
+                start.record()
+                net(x)
+                end.record()
+            end.synchronize()
+            return float(start.elapsed_time(end))
+    else:
+
+        def network() -> float:
+            with torch.inference_mode():
+                t0 = time.perf_counter()
+                net(x)
+                return (time.perf_counter() - t0) * 1e3
+
+    info = {"backend": "torch", "device": str(dev), "dtype": str(dtype).replace("torch.", ""),
+            "threads": torch.get_num_threads()}
+    return Prepared(model, model, network, _e2e_runner(model, imgsz, device, half) if e2e else None, info)
+
+
+def _export(model: str, fmt: str, out_dir: Path, **kwargs: Any) -> str:
+    """Export with :func:`fine_yolo.export.engine.export_model` and move the file into ``out_dir``."""
+    from fine_yolo.export.engine import export_model
+
+    path = Path(export_model(model, fmt, check=False, verbose=False, **kwargs))
+    out_dir.mkdir(parents=True, exist_ok=True)
+    dest = out_dir / path.name
+    if path.resolve() != dest.resolve():
+        shutil.move(str(path), dest)
+    return str(dest)
+
+
+def prepare_onnx(model: str, imgsz: int = 640, device: str = "cpu", half: bool = False, threads: int = 1,
+                 out_dir: str | Path = "runs/fine_bench", e2e: bool = True, **_: Any) -> Prepared:
+    """ONNX Runtime, CPU or CUDA: a static-shape ONNX export (``simplify=True``) timed with a tuned session."""
+    import numpy as np
+    import onnxruntime as ort
+
+    if model.endswith(".onnx"):
+        path = model
+    else:
+        path = _export(model, "onnx", Path(out_dir), imgsz=imgsz, half=half, simplify=True, dynamic=False,
+                       device="cpu")
+    cuda = is_cuda(device)
+    if cuda and "CUDAExecutionProvider" not in ort.get_available_providers():
+        raise RuntimeError(f"device={device} asks for CUDA but onnxruntime has no CUDAExecutionProvider here "
+                           f"(providers: {ort.get_available_providers()}); install onnxruntime-gpu or use device=cpu")
+    so = ort.SessionOptions()
+    so.intra_op_num_threads = int(threads)
+    so.inter_op_num_threads = 1
+    so.execution_mode = ort.ExecutionMode.ORT_SEQUENTIAL
+    so.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
+    providers = ([("CUDAExecutionProvider", {"device_id": cuda_index(device)})] if cuda else []) + [
+        "CPUExecutionProvider"]
+    sess = ort.InferenceSession(path, so, providers=providers)
+    inp = sess.get_inputs()[0]
+    dtype = np.float16 if "float16" in inp.type else np.float32
+    x = np.random.default_rng(0).random((1, 3, imgsz, imgsz), dtype=np.float32).astype(dtype)
+    if cuda:
+        binding = sess.io_binding()
+        x_dev = ort.OrtValue.ortvalue_from_numpy(x, "cuda", cuda_index(device))
+        binding.bind_ortvalue_input(inp.name, x_dev)
+        for o in sess.get_outputs():
+            binding.bind_output(o.name, "cuda", cuda_index(device))
+
+        def network() -> float:
+            t0 = time.perf_counter()
+            sess.run_with_iobinding(binding)
+            return (time.perf_counter() - t0) * 1e3
+    else:
+        feed = {inp.name: x}
+
+        def network() -> float:
+            t0 = time.perf_counter()
+            sess.run(None, feed)
+            return (time.perf_counter() - t0) * 1e3
+
+    info = {"backend": "onnxruntime", "providers": sess.get_providers(), "intra_op_threads": int(threads),
+            "dtype": str(np.dtype(dtype))}
+    return Prepared(model, path, network, _e2e_runner(path, imgsz, device, half) if e2e else None, info)
+
+
+def prepare_engine(model: str, imgsz: int = 640, device: str = "0", half: bool = True, int8: bool = False,
+                   data: str = "", workspace: float = 0.0, cuda_graph: bool = False,
+                   out_dir: str | Path = "runs/fine_bench", e2e: bool = True, **_: Any) -> Prepared:
+    """TensorRT: build the engine with ultralytics (unless an ``.engine`` is given) and run it with the runtime."""
+    from fine_yolo.export.engine import engine_preflight
+    from fine_yolo.export.trt_runtime import TRTRunner, tensorrt_version
+
+    if not is_cuda(device):
+        device = "0"
+    if model.endswith((".engine", ".plan")):
+        engine_preflight(model, device, imgsz)
+        path = model
+    else:
+        kw: dict[str, Any] = {"imgsz": imgsz, "device": device, "half": half and not int8, "int8": int8}
+        if data:
+            kw["data"] = data
+        if workspace:
+            kw["workspace"] = workspace
+        path = _export(model, "engine", Path(out_dir), **kw)
+    runner = TRTRunner(path, imgsz=imgsz, cuda_graph=cuda_graph, device=cuda_index(device))
+    info = {"backend": "tensorrt", "tensorrt": tensorrt_version(), "cuda_graph": cuda_graph,
+            "precision": "int8" if int8 else "fp16" if half else "fp32",
+            "bindings": {n: [list(t.shape), str(t.dtype)] for n, t in {**runner.inputs, **runner.outputs}.items()}}
+    e2e_run = _e2e_runner(path, imgsz, device, half) if e2e and path.endswith(".engine") else None
+    return Prepared(model, path, runner, e2e_run, info)
+
+
+PREPARE: dict[str, Callable[..., Prepared]] = {"torch": prepare_torch, "onnx": prepare_onnx,
+                                                "engine": prepare_engine}

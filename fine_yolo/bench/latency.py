@@ -1,0 +1,184 @@
+"""``fine-yolo bench``: a FINE model against its baseline, timed interleaved in one process.
+
+    fine-yolo bench model=yolov8s-fine.yaml imgsz=640 format=onnx device=cpu iters=200
+    fine-yolo bench model=yolov8s-fine.pt baseline=yolov8s.pt format=engine device=0 half=True cuda_graph=True
+
+Both models are built/exported first (``format=torch``: eager PyTorch; ``onnx``: ultralytics ONNX export run by ONNX
+Runtime, CPU or CUDA; ``engine``: ultralytics TensorRT build, run directly with the TensorRT runtime), then timed
+A B A B ... (:func:`fine_yolo.bench.stats.interleave`): ``warmup`` untimed rounds, then at least ``iters`` rounds and
+at least ``seconds`` seconds. Two measurements, reported separately:
+
+* network: batch 1, input already on the device, the network alone;
+* end-to-end: ``YOLO(...).predict(image)``, i.e. ultralytics' pre-processing, network and post-processing
+  (``e2e=False`` skips it; ``e2e_iters`` sets its rounds, default ``iters // 2``).
+
+Output: a progress bar, a markdown table like the paper's Table 1 on stdout (params and GFLOPs counted with
+attention, :mod:`fine_yolo.analysis.complexity`), and a JSON file with the environment (GPU, TensorRT, CUDA, Jetson
+power mode and clocks, with a warning when they are not locked), every statistic and every raw sample.
+``baseline=`` defaults to the FINE model's baseline name (``yolov8s-fine.yaml`` -> ``yolov8s.yaml``).
+"""
+
+from __future__ import annotations
+
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from fine_yolo.bench.backends import FORMATS, PREPARE, is_cuda
+from fine_yolo.bench.stats import interleave, speed_ratio, summarize
+
+DEFAULTS: dict[str, Any] = {
+    "model": "",
+    "baseline": "",
+    "imgsz": 640,
+    "format": "torch",
+    "device": "cpu",
+    "half": False,
+    "int8": False,
+    "data": "",
+    "workspace": 0.0,
+    "cuda_graph": False,
+    "iters": 100,
+    "seconds": 0.0,
+    "warmup": 10,
+    "threads": 0,
+    "e2e": True,
+    "e2e_iters": 0,
+    "flops": True,
+    "json": "",
+    "out": "runs/fine_bench",
+    "progress": True,
+}
+
+
+def _name(source: str) -> str:
+    return Path(source).stem
+
+
+def _complexity(source: str, imgsz: int) -> tuple[int | None, float | None]:
+    """Params and GFLOPs (attention included) for a YAML/.pt source; (None, None) for exported files."""
+    if not source.endswith((".yaml", ".yml", ".pt")):
+        return None, None
+    from fine_yolo.analysis.complexity import measure
+
+    c = measure(source, imgsz)
+    return c.params, c.gflops_torch
+
+
+def default_baseline(model: str) -> str:
+    """The baseline of a FINE model name (``yolov8s-fine.yaml`` -> ``yolov8s.yaml``); raises ValueError otherwise."""
+    from fine_yolo.models import baseline_name
+
+    name = baseline_name(model)
+    return str(Path(model).with_name(name)) if Path(model).parent != Path(".") else name
+
+
+def run_bench(model: str, baseline: str = "", imgsz: int = 640, format: str = "torch", device: str = "cpu",
+              half: bool = False, int8: bool = False, data: str = "", workspace: float = 0.0,
+              cuda_graph: bool = False, iters: int = 100, seconds: float = 0.0, warmup: int = 10, threads: int = 0,
+              e2e: bool = True, e2e_iters: int = 0, flops: bool = True, out: str = "runs/fine_bench",
+              progress: bool = True) -> dict[str, Any]:
+    """Prepare, time and summarize ``baseline`` and ``model``; return the result dict (see module doc)."""
+    import torch
+
+    from fine_yolo.ultralytics_glue import register
+
+    register()
+    fmt = format.lower()
+    if fmt in {"tensorrt", "trt"}:
+        fmt = "engine"
+    if fmt not in FORMATS:
+        raise ValueError(f"format={format} is not one of {', '.join(FORMATS)}")
+    if fmt == "engine" and not is_cuda(device):
+        device = "0"
+    baseline = baseline or default_baseline(model)
+    threads = int(threads) or torch.get_num_threads()
+    threads_before = torch.get_num_threads()
+    torch.set_num_threads(threads)  # one setting for both models (and ONNX Runtime's intra-op pool below)
+    try:
+        return _run(model, baseline, fmt, device, threads, imgsz, half, int8, data, workspace, cuda_graph, iters,
+                    seconds, warmup, e2e, e2e_iters, flops, out, progress)
+    finally:
+        torch.set_num_threads(threads_before)
+
+
+def _run(model: str, baseline: str, fmt: str, device: str, threads: int, imgsz: int, half: bool, int8: bool,
+         data: str, workspace: float, cuda_graph: bool, iters: int, seconds: float, warmup: int, e2e: bool,
+         e2e_iters: int, flops: bool, out: str, progress: bool) -> dict[str, Any]:
+    from fine_yolo.bench.env import environment, warnings_for
+
+    env = environment(device=device)
+    t_prep = time.perf_counter()
+    kw = {"imgsz": imgsz, "device": device, "half": half, "int8": int8, "data": data, "workspace": workspace,
+          "cuda_graph": cuda_graph, "threads": threads, "out_dir": out, "e2e": e2e}
+    _log(f"preparing {baseline} and {model} for format={fmt} on device={device} ...")
+    prepared = {"baseline": PREPARE[fmt](baseline, **kw), "fine": PREPARE[fmt](model, **kw)}
+    t_prep = time.perf_counter() - t_prep
+    net = interleave({k: p.network for k, p in prepared.items()}, iters=iters, seconds=seconds, warmup=warmup,
+                     progress=progress, desc=f"network {fmt}")
+    e2e_samples = None
+    if e2e and all(p.e2e for p in prepared.values()):
+        e2e_samples = interleave({k: p.e2e for k, p in prepared.items()}, iters=e2e_iters or max(1, iters // 2),
+                                 warmup=min(warmup, 3) or 1, progress=progress, desc=f"end-to-end {fmt}")
+    models: dict[str, Any] = {}
+    for key, p in prepared.items():
+        params, gflops = _complexity(p.source, imgsz) if flops else (None, None)
+        models[key] = {
+            "name": _name(p.source),
+            "source": p.source,
+            "artifact": p.artifact,
+            "params": params,
+            "gflops": gflops,
+            "info": p.info,
+            "network": summarize(net[key]).to_dict(),
+            "e2e": summarize(e2e_samples[key]).to_dict() if e2e_samples else None,
+            "samples_ms": net[key],
+            "e2e_samples_ms": e2e_samples[key] if e2e_samples else None,
+        }
+    ratio = {"network": speed_ratio(net["baseline"], net["fine"]).to_dict()}
+    if e2e_samples:
+        ratio["e2e"] = speed_ratio(e2e_samples["baseline"], e2e_samples["fine"]).to_dict()
+    info = prepared["fine"].info
+    desc = {"torch": f"PyTorch {info.get('device')} {info.get('dtype')}, {threads} threads",
+            "onnx": f"ONNX Runtime {info.get('providers', ['?'])[0]}, {info.get('intra_op_threads')} intra-op threads",
+            "engine": f"TensorRT {info.get('tensorrt')} {info.get('precision')}"
+                      f"{', CUDA graph' if info.get('cuda_graph') else ''}"}[fmt]
+    return {
+        "args": {"model": model, "baseline": baseline, "imgsz": imgsz, "format": fmt, "device": device, "half": half,
+                 "int8": int8, "iters": iters, "seconds": seconds, "warmup": warmup, "threads": threads,
+                 "cuda_graph": cuda_graph},
+        "backend_desc": desc,
+        "env": env,
+        "warnings": warnings_for(env),
+        "prepare_seconds": t_prep,
+        "models": models,
+        "ratio": ratio,
+    }
+
+
+def _log(msg: str) -> None:
+    print(msg, file=sys.stderr, flush=True)
+
+
+def main(argv: list[str]) -> int:
+    """``fine-yolo bench model=M [baseline=B] [imgsz=640] [format=torch|onnx|engine] [device=cpu|0] ...``."""
+    from fine_yolo.bench.report import markdown, write_json
+    from fine_yolo.cli import UsageError, parse_kv
+    from fine_yolo.export.engine import EngineUnavailableError
+
+    args = parse_kv(argv, DEFAULTS, required=("model",))
+    json_path = args.pop("json")
+    try:
+        result = run_bench(**args)
+    except EngineUnavailableError as e:
+        print(f"fine-yolo bench: {e} On this machine, time format=onnx or format=torch instead.", file=sys.stderr)
+        return 1
+    except ValueError as e:
+        raise UsageError(str(e)) from None
+    print(markdown(result))
+    if not json_path:
+        a = result["args"]
+        json_path = Path(args["out"]) / f"bench_{a['format']}_{_name(a['model'])}_{a['imgsz']}.json"
+    print(f"\nraw samples: {write_json(result, json_path)}")
+    return 0

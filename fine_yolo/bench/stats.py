@@ -1,0 +1,136 @@
+"""Latency statistics and the interleaved timing loop (pure Python, no model needed)."""
+
+from __future__ import annotations
+
+import math
+import random
+import statistics
+import time
+from dataclasses import asdict, dataclass
+from typing import Callable
+
+
+def percentile(samples: list[float], q: float) -> float:
+    """Linear-interpolated percentile (``q`` in 0..100), numpy's default method, without numpy."""
+    if not samples:
+        raise ValueError("percentile of no samples")
+    if not 0 <= q <= 100:
+        raise ValueError(f"percentile q={q} is outside 0..100")
+    xs = sorted(samples)
+    pos = (len(xs) - 1) * q / 100
+    lo, hi = math.floor(pos), math.ceil(pos)
+    return xs[lo] + (xs[hi] - xs[lo]) * (pos - lo)
+
+
+@dataclass
+class LatencyStats:
+    """Summary of latency samples in milliseconds; ``fps = 1000 / median`` (batch 1)."""
+
+    n: int
+    median: float
+    mean: float
+    p90: float
+    p99: float
+    min: float
+    max: float
+    std: float
+    fps: float
+
+    def to_dict(self) -> dict[str, float]:
+        return asdict(self)
+
+
+def summarize(samples_ms: list[float]) -> LatencyStats:
+    """Median, mean, p90, p99, min, max, standard deviation and FPS of ``samples_ms``."""
+    if not samples_ms:
+        raise ValueError("no latency samples")
+    med = statistics.median(samples_ms)
+    return LatencyStats(
+        n=len(samples_ms),
+        median=med,
+        mean=statistics.fmean(samples_ms),
+        p90=percentile(samples_ms, 90),
+        p99=percentile(samples_ms, 99),
+        min=min(samples_ms),
+        max=max(samples_ms),
+        std=statistics.pstdev(samples_ms),
+        fps=1000.0 / med if med > 0 else math.inf,
+    )
+
+
+@dataclass
+class Ratio:
+    """Speed of FINE relative to its baseline: ``baseline / FINE`` latency (1.0 = same speed, 0.97 = 3% slower)."""
+
+    of_medians: float  # median(baseline) / median(FINE): the headline number
+    paired_median: float  # median over rounds of baseline_i / FINE_i (each pair ran back to back: drift cancels)
+    ci95: tuple[float, float]  # bootstrap 95% interval of of_medians, resampling rounds (pairs kept together)
+
+    def to_dict(self) -> dict[str, object]:
+        return {"of_medians": self.of_medians, "paired_median": self.paired_median, "ci95": list(self.ci95)}
+
+
+def speed_ratio(baseline_ms: list[float], fine_ms: list[float], n_boot: int = 1000, seed: int = 0) -> Ratio:
+    """Ratio baseline/FINE of interleaved samples (same length: sample i of each ran in round i)."""
+    if not baseline_ms or len(baseline_ms) != len(fine_ms):
+        raise ValueError(f"need paired samples, got {len(baseline_ms)} baseline and {len(fine_ms)} FINE")
+    of_medians = statistics.median(baseline_ms) / statistics.median(fine_ms)
+    paired = statistics.median(b / f for b, f in zip(baseline_ms, fine_ms))
+    rng = random.Random(seed)
+    n = len(baseline_ms)
+    boots = []
+    for _ in range(n_boot):
+        idx = [rng.randrange(n) for _ in range(n)]
+        boots.append(statistics.median(baseline_ms[i] for i in idx) / statistics.median(fine_ms[i] for i in idx))
+    return Ratio(of_medians, paired, (percentile(boots, 2.5), percentile(boots, 97.5)))
+
+
+def interleave(
+    runners: dict[str, Callable[[], float]],
+    iters: int = 100,
+    seconds: float = 0.0,
+    warmup: int = 10,
+    progress: bool = True,
+    desc: str = "bench",
+    max_iters: int = 1_000_000,
+) -> dict[str, list[float]]:
+    """Time ``runners`` interleaved, A B A B ..., and return each one's samples (ms).
+
+    Each runner runs once per round and returns the latency of that run in milliseconds (it times itself, so a GPU
+    runner can use CUDA events). After ``warmup`` untimed rounds, rounds continue until at least ``iters`` rounds
+    *and* at least ``seconds`` seconds have passed (``max_iters`` caps it). Interleaving puts both models under the
+    same machine state — clocks, thermal state, other load — which on a shared or throttling machine matters more
+    than the number of samples.
+    """
+    if not runners:
+        raise ValueError("nothing to time")
+    if iters < 1:
+        raise ValueError(f"iters must be >= 1, got {iters}")
+    names = list(runners)
+    for _ in range(max(0, warmup)):
+        for name in names:
+            runners[name]()
+    samples: dict[str, list[float]] = {name: [] for name in names}
+    bar = None
+    if progress:
+        try:
+            from tqdm import tqdm
+        except ImportError:  # a declared dependency, but ultralytics ships a compatible bar when it is missing
+            from ultralytics.utils import TQDM as tqdm
+
+        bar = tqdm(total=iters if seconds <= 0 else None, desc=desc, unit="round", leave=False)
+    start = time.perf_counter()
+    rounds = 0
+    try:
+        while rounds < max_iters and (rounds < iters or time.perf_counter() - start < seconds):
+            for name in names:
+                samples[name].append(float(runners[name]()))
+            rounds += 1
+            if bar is not None:
+                bar.update(1)
+                if rounds % 10 == 0:
+                    bar.set_postfix(**{n: f"{statistics.median(s):.2f}ms" for n, s in samples.items()})
+    finally:
+        if bar is not None:
+            bar.close()
+    return samples
