@@ -21,6 +21,7 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "check-onnx": ("fine_yolo.export.trt_check:main", "offline TensorRT 10.3 compatibility check of an ONNX file"),
     "export": ("fine_yolo.export.engine:main", "`yolo export`, with a clear answer when TensorRT is absent"),
     "bench": ("fine_yolo.bench.latency:main", "interleaved baseline-vs-FINE latency benchmark"),
+    "attention-cost": ("fine_yolo.analysis.attention_cost:main", "AATS vs vanilla attention cost (paper Table 3)"),
     "flops": ("fine_yolo.analysis.complexity:main", "params and GFLOPs (attention included) of models side by side"),
 }
 
