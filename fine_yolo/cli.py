@@ -70,7 +70,7 @@ def parse_kv(argv: list[str], defaults: dict[str, object] | None = None, require
 
 def _usage() -> str:
     lines = ["usage: fine-yolo <subcommand> key=value ...", "", "FINE subcommands:"]
-    lines += [f"  {name:<11} {help_}" for name, (_, help_) in SUBCOMMANDS.items()]
+    lines += [f"  {name:<15} {help_}" for name, (_, help_) in SUBCOMMANDS.items()]
     lines += ["", "Anything else goes to ultralytics, e.g. `fine-yolo train model=yolov8s-fine.yaml data=coco.yaml`."]
     return "\n".join(lines)
 
