@@ -326,3 +326,9 @@ def parse_steps(steps: str) -> tuple[str, ...]:
     if unknown:
         raise SystemExit(f"unknown --steps {', '.join(sorted(unknown))}; choose from {', '.join(STEPS)}")
     return chosen
+
+
+def script_main(build, argv: list[str] | None = None) -> int:
+    """The whole ``main`` of a recipe script: ``build(argv) -> (Recipe, args)``, then execute it."""
+    recipe, args = build(argv)
+    return execute(recipe, parse_steps(args.steps), args.dry_run, args.models)

@@ -60,8 +60,7 @@ def build(argv: list[str] | None = None) -> tuple[recipes.Recipe, object]:
 
 
 def main(argv: list[str] | None = None) -> int:
-    recipe, args = build(argv)
-    return recipes.execute(recipe, recipes.parse_steps(args.steps), args.dry_run, args.models)
+    return recipes.script_main(build, argv)
 
 
 if __name__ == "__main__":
