@@ -113,10 +113,7 @@ def interleave(
     samples: dict[str, list[float]] = {name: [] for name in names}
     bar = None
     if progress:
-        try:
-            from tqdm import tqdm
-        except ImportError:  # a declared dependency, but ultralytics ships a compatible bar when it is missing
-            from ultralytics.utils import TQDM as tqdm
+        from tqdm import tqdm
 
         bar = tqdm(total=iters if seconds <= 0 else None, desc=desc, unit="round", leave=False)
     start = time.perf_counter()

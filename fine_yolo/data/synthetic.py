@@ -37,9 +37,9 @@ import sys
 import time
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
 
 import numpy as np
+from tqdm import tqdm
 
 GENERATOR = "fine-synth"
 GENERATOR_VERSION = 1  # bump whenever a change alters any pixel or label; manifests of older versions then mismatch
@@ -322,39 +322,6 @@ def read_manifest(root: str | Path) -> dict | None:
         return None
 
 
-class _PlainBar:
-    """A minimal stand-in for tqdm (importing ultralytics just for its bar would cost seconds): ``\\r``-updated."""
-
-    def __init__(self, total: int, desc: str, disable: bool = False, **_: object) -> None:
-        # Silent when stderr is not a terminal: a log file would get one long line of carriage returns.
-        self.total, self.desc, self.n, self._last = total, desc, 0, 0.0
-        self.disable = disable or not sys.stderr.isatty()
-
-    def __enter__(self) -> _PlainBar:
-        return self
-
-    def __exit__(self, *exc: object) -> None:
-        if not self.disable:
-            sys.stderr.write("\r\033[K")
-            sys.stderr.flush()
-
-    def update(self, n: int = 1) -> None:
-        self.n += n
-        now = time.perf_counter()
-        if not self.disable and (now - self._last > 0.1 or self.n == self.total):
-            self._last = now
-            sys.stderr.write(f"\r{self.desc}: {self.n}/{self.total}")
-            sys.stderr.flush()
-
-
-def _progress_bar(total: int, desc: str, disable: bool) -> Any:  # tqdm, or the tqdm-like _PlainBar
-    """tqdm (a declared dependency) if installed, else a plain counter; ultralytics >= 8.3.200 dropped tqdm."""
-    try:
-        from tqdm import tqdm
-    except ImportError:
-        return _PlainBar(total=total, desc=desc, disable=disable)
-    return tqdm(total=total, desc=desc, disable=disable, leave=False)
-
 
 def generate(
     root: str | Path,
@@ -408,7 +375,7 @@ def generate(
     total = n_train + n_val
     import cv2  # scoped: ultralytics' dependency, not needed to import this module
 
-    with _progress_bar(total=total, desc=f"{GENERATOR}: generating {total} images", disable=not verbose) as bar:
+    with tqdm(total=total, desc=f"{GENERATOR}: generating {total} images", disable=not verbose, leave=False) as bar:
         for split, n in (("train", n_train), ("val", n_val)):
             (stage / "images" / split).mkdir(parents=True, exist_ok=True)
             (stage / "labels" / split).mkdir(parents=True, exist_ok=True)

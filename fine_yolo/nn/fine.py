@@ -141,7 +141,7 @@ class FINE(nn.Module):
         return f"c_low={self.c_low}, c_high={self.c_high}, k={self.k}, r={self.r}, heads={self.heads}"
 
     def _heads(self, low: torch.Tensor, high: torch.Tensor) -> torch.Tensor:
-        """Return Concat(head_1..head_h) of eq. 6 as a token map (B, C, H // rk, W // rk), before W_O."""
+        """Return Concat(head_1..head_h) of eq. 6 as a token map (B, C, H // rk, W // rk); W_O (eq. 7) follows."""
         rk = self.r * self.k
         if min(low.shape[-2:]) < rk or min(high.shape[-2:]) < self.k:
             raise ValueError(
@@ -166,10 +166,6 @@ class FINE(nn.Module):
             q, k, v = q.contiguous(), k.contiguous(), v.contiguous()
         attn = F.scaled_dot_product_attention(q, k, v)  # eq. 6, scale 1/sqrt(d)
         return attn.transpose(-1, -2).reshape(b, c, h, w)  # (B, heads, N_low, d) -> (B, C, h, w)
-
-    def modulation(self, low: torch.Tensor, high: torch.Tensor) -> torch.Tensor:
-        """Return the coarse modulation map M^ of eq. 7, shape (B, C, H // rk, W // rk)."""
-        return self.out(self._heads(low, high))  # eq. 7
 
     def forward(self, low: torch.Tensor | list[torch.Tensor], high: torch.Tensor | None = None) -> torch.Tensor:
         """Return ``low * M + low`` (eq. 9) with M the upsampled modulation map (eq. 8); same shape as ``low``.
