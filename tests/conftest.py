@@ -2,12 +2,15 @@
 
 from __future__ import annotations
 
+import atexit
 import os
+import shutil
 import tempfile
 from pathlib import Path
 
 # Before anything imports ultralytics: no downloads, no pip installs, settings/fonts/datasets in a throwaway dir.
 _STATE = Path(tempfile.mkdtemp(prefix="fine_yolo_tests_"))
+atexit.register(shutil.rmtree, _STATE, ignore_errors=True)  # leave no state behind
 os.environ.setdefault("YOLO_OFFLINE", "1")
 os.environ.setdefault("YOLO_AUTOINSTALL", "False")
 os.environ.setdefault("YOLO_CONFIG_DIR", str(_STATE / "config"))

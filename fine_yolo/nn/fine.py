@@ -140,8 +140,8 @@ class FINE(nn.Module):
     def extra_repr(self) -> str:
         return f"c_low={self.c_low}, c_high={self.c_high}, k={self.k}, r={self.r}, heads={self.heads}"
 
-    def _heads(self, low: torch.Tensor, high: torch.Tensor) -> torch.Tensor:
-        """Return Concat(head_1..head_h) of eq. 6 as a token map (B, C, H // rk, W // rk); W_O (eq. 7) follows."""
+    def _gain(self, low: torch.Tensor, high: torch.Tensor) -> torch.Tensor:
+        """Return the gain map ``1 + M^`` (eq. 4-7, residual folded in) on the token grid: (B, C, H // rk, W // rk)."""
         rk = self.r * self.k
         if min(low.shape[-2:]) < rk or min(high.shape[-2:]) < self.k:
             raise ValueError(
@@ -149,23 +149,54 @@ class FINE(nn.Module):
                 f"high {tuple(high.shape[-2:])} pooled by k={self.k}"
             )
         low_t = self.pool_low(low)  # (B, C, h, w), h = H // rk
-        high_t = self.proj_high(self.pool_high(high))  # (B, C, hh, ww), hh = H_high // k
+        high_t = self.pool_high(high)  # (B, c_high, hh, ww), hh = H_high // k
+        if _traced():
+            return self._gain_graph(low_t, high_t)
+        return self._gain_eager(low_t, high_t)
+
+    def _gain_graph(self, low_t: torch.Tensor, high_t: torch.Tensor) -> torch.Tensor:
+        """Exported form: 1x1 convs on the token maps, SDPA decomposed by the exporter, W_O as a conv."""
         b, c, h, w = low_t.shape
         n_high = high_t.shape[-2] * high_t.shape[-1]
+        if isinstance(self.proj_high, nn.Conv2d):
+            # eq. 10 folded into the K/V projection: W_kv (W_p x + b_p) + b_kv is one conv with weight W_kv W_p and
+            # bias W_kv b_p + b_kv (both linear, same multiply-adds since c_high x 2C == c_high x C + C x 2C when
+            # c_high = 2C, one layer less). The products of constants are folded at export.
+            w_kv = self.kv.weight.flatten(1)
+            weight = (w_kv @ self.proj_high.weight.flatten(1))[..., None, None]
+            kv = F.conv2d(high_t, weight, w_kv @ self.proj_high.bias + self.kv.bias)
+        else:
+            kv = self.kv(high_t)
         # A 1x1 conv output viewed as (B, heads, d, N) is Q_i^T / K_i^T / V_i^T per head (channel c belongs to head
         # c // d, as in Concat(head_1..head_h)). K and V are split *before* the transposes: the exported graph then
         # holds K^T in the conv's own layout (SDPA's Transpose(K) cancels against ours) instead of a 5-D Transpose
         # plus a second Transpose, which ONNX Runtime executes as two full copies.
         q = self.q(low_t).view(b, self.heads, self.head_dim, h * w).transpose(-1, -2)
-        k, v = self.kv(high_t).view(b, 2, self.heads, self.head_dim, n_high).unbind(1)
-        k, v = k.transpose(-1, -2), v.transpose(-1, -2)
-        if not _traced():
-            # Eager: torch's fused CPU/GPU attention kernels need unit stride on the head dim, otherwise SDPA falls
-            # back to its math path (score matrix materialised, several extra passes): ~6x slower on CPU. The copies
-            # are (N x d) per head, tiny. Traced, they would only add nodes, so they are skipped.
-            q, k, v = q.contiguous(), k.contiguous(), v.contiguous()
-        attn = F.scaled_dot_product_attention(q, k, v)  # eq. 6, scale 1/sqrt(d)
-        return attn.transpose(-1, -2).reshape(b, c, h, w)  # (B, heads, N_low, d) -> (B, C, h, w)
+        k, v = kv.view(b, 2, self.heads, self.head_dim, n_high).unbind(1)
+        attn = F.scaled_dot_product_attention(q, k.transpose(-1, -2), v.transpose(-1, -2))  # eq. 6
+        heads = attn.transpose(-1, -2).reshape(b, c, h, w)  # (B, heads, N_low, d) -> (B, C, h, w)
+        return F.conv2d(heads, self.out.weight, self.out.bias + 1.0)  # W_O x + (b_O + 1), eq. 7 + residual
+
+    def _gain_eager(self, low_t: torch.Tensor, high_t: torch.Tensor) -> torch.Tensor:
+        """Eager form: token-major GEMMs straight on the NCHW token maps, SDPA's fused kernel, no layout copies."""
+        b, c, h, w = low_t.shape
+        x_low = low_t.flatten(2).transpose(1, 2)  # (B, N, C): a transposed view, read by BLAS as such
+        x_high = high_t.flatten(2).transpose(1, 2)
+        if isinstance(self.proj_high, nn.Conv2d):
+            x_high = F.linear(x_high, self.proj_high.weight.flatten(1), self.proj_high.bias)
+        n, n_high = h * w, x_high.shape[1]
+        # Token-major Q (B, N, C) viewed as (B, heads, N, d) has unit stride on d, which is all torch's fused
+        # (flash) CPU/GPU attention kernels need; channel c belongs to head c // d as in Concat(head_1..head_h).
+        q = F.linear(x_low, self.q.weight.flatten(1), self.q.bias).view(b, n, self.heads, self.head_dim)
+        kv = F.linear(x_high, self.kv.weight.flatten(1), self.kv.bias).view(b, n_high, 2, self.heads, self.head_dim)
+        attn = F.scaled_dot_product_attention(
+            q.transpose(1, 2), kv[:, :, 0].transpose(1, 2), kv[:, :, 1].transpose(1, 2)
+        )  # eq. 6: (B, heads, N, d)
+        heads = attn.transpose(1, 2).reshape(b, n, c)  # Concat(head_1..head_h), token-major (a view for flash)
+        # eq. 7 + residual, channel-major output: (W_O heads^T + b_O + 1) as (B, C, N) = the NCHW gain map.
+        gain = torch.baddbmm((self.out.bias + 1.0)[:, None], self.out.weight.flatten(1).expand(b, c, c),
+                             heads.transpose(1, 2))
+        return gain.view(b, c, h, w)
 
     def forward(self, low: torch.Tensor | list[torch.Tensor], high: torch.Tensor | None = None) -> torch.Tensor:
         """Return ``low * M + low`` (eq. 9) with M the upsampled modulation map (eq. 8); same shape as ``low``.
@@ -176,7 +207,7 @@ class FINE(nn.Module):
             low, high = low
         rk = self.r * self.k
         # 1 + M^ in one convolution: W_O x + (b_O + 1), the residual's 1 folded into W_O's bias (see module doc).
-        gain = F.conv2d(self._heads(low, high), self.out.weight, self.out.bias + 1.0)
+        gain = self._gain(low, high)
         b, c, big_h, big_w = low.shape
         h, w = gain.shape[-2:]
         if not _traced() and big_h == h * rk and big_w == w * rk and low.is_contiguous():
