@@ -42,16 +42,20 @@ Speed (same maths, different kernels; see README "Speed"). Two code paths comput
 summation order, chosen by whether the block is being traced (``torch.jit.is_tracing()``: ONNX, TorchScript and every
 ultralytics export that goes through them):
 
-* **Exported graph** (tuned for ONNX Runtime's CPU provider and TensorRT): ``AveragePool -> Conv`` (q, kv) ->
-  ``MatMul/Softmax/MatMul`` -> ``Conv`` (W_O with b_O + 1) -> ``Resize`` (nearest) -> ``Mul``. Splitting K and V
-  *before* transposing lets SDPA's own ``Transpose(K)`` cancel ours, so K^T is read straight from the kv conv's
-  layout; folding the residual into W_O's bias removes an ``Add`` that sat between the conv and the ``Resize``, so
-  ONNX Runtime keeps conv -> resize -> multiply in its blocked NCHWc layout instead of converting the full-resolution
-  map to plain NCHW and back.
-* **Eager PyTorch**: Q, K, V are made contiguous per head so SDPA takes its fused (flash) kernel instead of the
-  math fallback (about 6x faster on CPU); average pooling (:class:`AATSPool`) is computed as k strided row sums and
-  k column sums, and eq. 8-9 as one broadcast multiply of ``low`` viewed as (rk rows x W) by the gain repeated along
-  W only, instead of materialising the upsampled map (``F.interpolate`` on CPU costs more than the multiply).
+* **Exported graph** (tuned for ONNX Runtime's CPU provider and TensorRT): ``AveragePool -> Conv`` (q; eq. 10 and
+  K/V folded into one conv with weight ``W_kv W_p``, exact since both are linear, one layer less at the same
+  multiply-adds) -> ``MatMul/Softmax/MatMul`` -> ``Conv`` (W_O with b_O + 1) -> ``Resize`` (nearest) -> ``Mul``.
+  Splitting K and V *before* transposing lets SDPA's own ``Transpose(K)`` cancel ours, so K^T is read straight from
+  the kv conv's layout; folding the residual into W_O's bias removes an ``Add`` that sat between the conv and the
+  ``Resize``, so ONNX Runtime keeps conv -> resize -> multiply in its blocked NCHWc layout instead of converting the
+  full-resolution map to plain NCHW and back.
+* **Eager PyTorch**: the projections are GEMMs (``F.linear``) on the pooled NCHW maps read as transposed (N x C)
+  views, so Q, K and V come out token-major with unit stride on the head dim, which is what SDPA's fused (flash)
+  CPU/GPU kernel needs (its math fallback is ~6x slower on CPU), with no layout copies; W_O is one batched GEMM whose
+  output is already the NCHW gain map. This is 10-18% faster than 1x1 convolutions plus ``.contiguous()`` copies on
+  CPU. Average pooling (:class:`AATSPool`) is computed as k strided row sums and k column sums, and eq. 8-9 as one
+  broadcast multiply of ``low`` viewed as (rk rows x W) by the gain repeated along W only, instead of materialising
+  the upsampled map (``F.interpolate`` on CPU costs more than the multiply).
 
 Shapes: ``low`` is (B, c_low, H, W); ``high`` is (B, c_high, H/r, W/r) (any size whose pooled token grid is
 non-empty is accepted by the block; the ultralytics glue checks the r x relation at model build time); the output is
