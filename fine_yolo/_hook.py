@@ -1,8 +1,8 @@
 """The start-up hook: make ultralytics FINE-aware in every interpreter, at no cost until ultralytics is imported.
 
 ``fine_yolo_startup.pth`` (installed at the site-packages root) calls :func:`install` at interpreter start. It adds a
-meta-path finder that does nothing but compare module names until ``ultralytics.utils.checks`` or
-``ultralytics.nn.tasks`` is imported; right after each of them has executed, the matching patch of
+meta-path finder that does nothing but compare module names until one of the ultralytics modules in ``_TARGETS`` is
+imported; right after each of them has executed, the matching patch of
 ``fine_yolo.ultralytics_glue`` is applied. Importing torch or ultralytics here would cost every Python process more
 than a second; this costs microseconds.
 
@@ -18,7 +18,12 @@ import sys
 import warnings
 
 # module name -> name of the glue function applied right after the module has executed
-_TARGETS = {"ultralytics.utils.checks": "patch_checks", "ultralytics.nn.tasks": "patch_tasks"}
+_TARGETS = {
+    "ultralytics.utils.checks": "patch_checks",
+    "ultralytics.nn.tasks": "patch_tasks",
+    "ultralytics.engine.exporter": "patch_exporter",
+    "ultralytics.cfg": "patch_cfg",
+}
 _OFF = {"0", "false", "no", "off"}
 
 

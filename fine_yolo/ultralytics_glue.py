@@ -1,4 +1,4 @@
-"""Teach an unmodified ultralytics about FINE by wrapping two of its seams. Nothing of ultralytics is copied.
+"""Teach an unmodified ultralytics about FINE by wrapping a few of its seams. Nothing of ultralytics is copied.
 
 1. ``ultralytics.nn.tasks.parse_model`` (looked up in the module's globals at call time by every model class). A YAML
    row ``[[low, high], 1, FINE, [k, r, head_dim]]`` is a *FINE row*. FINE rows take no layer index: the wrapper hands
@@ -13,6 +13,10 @@
 2. ``ultralytics.utils.checks.check_file`` (through which ``check_yaml`` and the dataset checks find files): a bare
    name such as ``yolov8s-fine.yaml`` or ``fine-synth.yaml`` that is not in the working directory resolves to the
    YAML shipped in this package; everything else goes to ultralytics unchanged.
+3. ``ultralytics.engine.exporter.Exporter.__call__`` and ``ultralytics.cfg.entrypoint`` (the ``yolo`` command): a
+   ``format=engine`` export that is bound to fail here (no CUDA GPU, ``device=cpu``, TensorRT missing and not
+   installable by ultralytics) stops with one sentence (:func:`fine_yolo.export.engine.engine_preflight`) instead of
+   ultralytics' ``Invalid CUDA 'device=0' requested`` traceback or a pip install.
 
 FINE is also registered with ``torch.serialization.add_safe_globals`` so ``ULTRALYTICS_SAFE_LOAD=1`` loads FINE
 checkpoints. ``register()`` is idempotent; the start-up hook (``fine_yolo._hook``) calls the two ``patch_*`` functions
@@ -30,6 +34,7 @@ from types import ModuleType
 from typing import Any, Callable
 
 from fine_yolo.assets import packaged_yaml
+from fine_yolo.export.engine import ENGINE_ALIASES, EngineUnavailableError, engine_preflight
 
 FINE_ROW = "FINE"
 PROBE_SIZE = 256  # probe image side: a multiple of 32 whose P3..P5 maps hold whole AATS cells for k <= 2
@@ -254,10 +259,68 @@ def patch_tasks(tasks: ModuleType) -> None:
         torch.serialization.add_safe_globals([getattr(fine, name) for name in fine.__all__])
 
 
+def _autoinstalls_packages() -> bool:
+    """Whether ultralytics would pip-install a missing package here (YOLO_AUTOINSTALL on and online)."""
+    import ultralytics.utils as utils
+
+    return bool(getattr(utils, "AUTOINSTALL", True)) and bool(getattr(utils, "ONLINE", False))
+
+
+def wrap_exporter_call(original: Callable) -> Callable:
+    """Return an ``Exporter.__call__`` that stops a TensorRT export that cannot run here with one sentence.
+
+    Only the cases where ultralytics' own run is bound to fail are stopped (no CUDA GPU, ``device=cpu``, a DLA core
+    the GPU lacks, TensorRT missing while ultralytics may not install it); every other export is ``original``.
+    """
+    if getattr(original, "__fine_yolo__", False):
+        return original
+
+    @functools.wraps(original)
+    def __call__(self, *args, **kwargs):
+        if str(getattr(self.args, "format", "")).lower() in ENGINE_ALIASES:
+            engine_preflight(str(getattr(self.args, "model", None) or "<model>"), self.args.device,
+                             getattr(self.args, "imgsz", None), tensorrt_installable=_autoinstalls_packages())
+        return original(self, *args, **kwargs)
+
+    __call__.__fine_yolo__ = True
+    return __call__
+
+
+def wrap_entrypoint(original: Callable) -> Callable:
+    """Return the ``yolo`` CLI entrypoint that ends an impossible TensorRT export with its sentence, not a traceback."""
+    if getattr(original, "__fine_yolo__", False):
+        return original
+
+    @functools.wraps(original)
+    def entrypoint(*args, **kwargs):
+        try:
+            return original(*args, **kwargs)
+        except EngineUnavailableError as e:
+            print(f"ERROR: {e}", file=sys.stderr)
+            raise SystemExit(2) from None
+
+    entrypoint.__fine_yolo__ = True
+    return entrypoint
+
+
+def patch_exporter(exporter: ModuleType) -> None:
+    """Make ``ultralytics.engine.exporter.Exporter`` check ``format=engine`` before it starts."""
+    exporter.Exporter.__call__ = wrap_exporter_call(exporter.Exporter.__call__)
+
+
+def patch_cfg(cfg: ModuleType) -> None:
+    """Wrap ``ultralytics.cfg.entrypoint`` (the ``yolo`` command) so :class:`EngineUnavailableError` is one line."""
+    cfg.entrypoint = wrap_entrypoint(cfg.entrypoint)
+
+
 def register() -> None:
     """Make ultralytics FINE-aware in this process (idempotent; imports ultralytics)."""
+    import ultralytics.cfg as cfg
+    import ultralytics.engine.exporter as exporter
     import ultralytics.nn.tasks as tasks
     import ultralytics.utils.checks as checks
 
     patch_checks(checks)
     patch_tasks(tasks)
+    patch_exporter(exporter)
+    patch_cfg(cfg)

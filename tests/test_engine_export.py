@@ -100,6 +100,31 @@ def test_cli_engine_without_gpu_ends_with_a_sentence_not_a_traceback(tmp_path):
     assert not list(tmp_path.glob("*.onnx"))  # refused before exporting anything
 
 
+@pytest.mark.skipif(_has_cuda(), reason="checks the answer on a machine without CUDA")
+def test_plain_yolo_export_engine_without_gpu_ends_with_a_sentence(tmp_path):
+    """ultralytics' own `yolo export ... format=engine` (the start-up hook wraps its exporter and CLI entrypoint)."""
+    yolo = os.path.join(os.path.dirname(sys.executable), "yolo")
+    proc = subprocess.run(
+        [yolo, "export", "model=yolov8n-fine.yaml", "format=engine", "imgsz=320"],
+        cwd=tmp_path, env=offline_env(), capture_output=True, text=True, timeout=300,
+    )
+    assert proc.returncode == 2, proc.stderr
+    assert "Traceback" not in proc.stderr
+    lines = [ln for ln in proc.stderr.splitlines() if ln.startswith("ERROR: format=engine")]
+    assert len(lines) == 1 and "no CUDA GPU" in lines[0] and "imgsz=320" in lines[0], proc.stderr
+    assert not list(tmp_path.rglob("*.onnx"))
+
+
+def test_python_export_engine_on_cpu_raises_the_sentence():
+    from ultralytics import YOLO
+
+    from fine_yolo.ultralytics_glue import register
+
+    register()
+    with pytest.raises(EngineUnavailableError, match="cannot use device=cpu"):
+        YOLO("yolov8n.yaml").export(format="trt", device="cpu", imgsz=64)
+
+
 def test_int8_needs_calibration_data():
     with pytest.raises(ValueError, match="data="):
         export_model("yolov8n-fine.yaml", "onnx", int8=True)

@@ -49,10 +49,12 @@ def _instead(model: str, imgsz: Any) -> str:
     )
 
 
-def engine_preflight(model: str, device: Any = None, imgsz: Any = None) -> None:
+def engine_preflight(model: str, device: Any = None, imgsz: Any = None, tensorrt_installable: bool = False) -> None:
     """Raise :class:`EngineUnavailableError` when a TensorRT engine cannot be built here (no GPU, no TensorRT, no DLA).
 
-    Imports torch (already loaded by ultralytics) but never TensorRT unless CUDA is present.
+    ``tensorrt_installable``: ultralytics will pip-install TensorRT itself (online, ``YOLO_AUTOINSTALL`` on), so a
+    missing package is not an error. Imports torch (already loaded by ultralytics) but never TensorRT unless CUDA is
+    present.
     """
     import torch
 
@@ -67,13 +69,13 @@ def engine_preflight(model: str, device: Any = None, imgsz: Any = None) -> None:
             "format=engine needs an NVIDIA GPU with CUDA and the TensorRT Python package, and this machine has no "
             "CUDA GPU (torch.cuda.is_available() is False): " + _instead(model, imgsz) + "."
         )
-    if importlib.util.find_spec("tensorrt") is None:
+    if importlib.util.find_spec("tensorrt") is None and not tensorrt_installable:
         raise EngineUnavailableError(
             "format=engine needs the TensorRT Python package, which is not installed here (on a Jetson it comes with "
             "JetPack: `sudo apt install python3-libnvinfer`; on a desktop GPU: `pip install tensorrt`): "
             + _instead(model, imgsz) + "."
         )
-    if dev.startswith("dla"):
+    if dev.startswith("dla") and importlib.util.find_spec("tensorrt") is not None:
         import tensorrt as trt
 
         core = int(dev.rsplit(":", 1)[-1]) if ":" in dev else 0
