@@ -46,7 +46,7 @@ def test_speed_ratio_of_paired_samples():
         speed_ratio([1.0, 2.0], [1.0])
 
 
-def test_interleave_alternates_the_order_after_warmup():
+def test_interleave_runs_a_b_a_b_after_warmup():
     calls: list[str] = []
 
     def runner(name, ms):
@@ -57,7 +57,7 @@ def test_interleave_alternates_the_order_after_warmup():
         return run
 
     out = interleave({"baseline": runner("A", 1.0), "fine": runner("B", 2.0)}, iters=4, warmup=2, progress=False)
-    assert calls == ["A", "B", "B", "A"] * 3  # 2 warm-up rounds, then 4 timed rounds; neither always goes first
+    assert calls == ["A", "B"] * 6  # 2 warm-up rounds, then 4 timed rounds, strictly alternating
     assert out == {"baseline": [1.0] * 4, "fine": [2.0] * 4}
 
 

@@ -5,8 +5,8 @@
 
 Both models are built/exported first (``format=torch``: eager PyTorch; ``onnx``: ultralytics ONNX export run by ONNX
 Runtime, CPU or CUDA; ``engine``: ultralytics TensorRT build, run directly with the TensorRT runtime), then timed
-A B B A ... (:func:`fine_yolo.bench.stats.interleave`; neither model always runs first): ``warmup`` untimed rounds,
-then at least ``iters`` rounds and at least ``seconds`` seconds. Two measurements, reported separately:
+A B A B ... (:func:`fine_yolo.bench.stats.interleave`): ``warmup`` untimed rounds, then at least ``iters`` rounds and
+at least ``seconds`` seconds. Two measurements, reported separately:
 
 * network: batch 1, input already on the device, the network alone;
 * end-to-end: ``YOLO(...).predict(image)``, i.e. ultralytics' pre-processing, network and post-processing

@@ -94,23 +94,21 @@ def interleave(
     desc: str = "bench",
     max_iters: int = 1_000_000,
 ) -> dict[str, list[float]]:
-    """Time ``runners`` interleaved, A B B A A B ..., and return each one's samples (ms).
+    """Time ``runners`` interleaved, A B A B ..., and return each one's samples (ms).
 
     Each runner runs once per round and returns the latency of that run in milliseconds (it times itself, so a GPU
     runner can use CUDA events). After ``warmup`` untimed rounds, rounds continue until at least ``iters`` rounds
     *and* at least ``seconds`` seconds have passed (``max_iters`` caps it). Interleaving puts both models under the
     same machine state — clocks, thermal state, other load — which on a shared or throttling machine matters more
-    than the number of samples. The order within a round alternates (A B, then B A): on the 2-core CPU this was
-    built on, whichever model ran second in a round measured ~0.5% faster (same model timed twice), a bias a fixed
-    A B order hands to one side.
+    than the number of samples.
     """
     if not runners:
         raise ValueError("nothing to time")
     if iters < 1:
         raise ValueError(f"iters must be >= 1, got {iters}")
     names = list(runners)
-    for r in range(max(0, warmup)):
-        for name in names if r % 2 == 0 else names[::-1]:
+    for _ in range(max(0, warmup)):
+        for name in names:
             runners[name]()
     samples: dict[str, list[float]] = {name: [] for name in names}
     bar = None
@@ -122,7 +120,7 @@ def interleave(
     rounds = 0
     try:
         while rounds < max_iters and (rounds < iters or time.perf_counter() - start < seconds):
-            for name in names if rounds % 2 == 0 else names[::-1]:
+            for name in names:
                 samples[name].append(float(runners[name]()))
             rounds += 1
             if bar is not None:
