@@ -45,7 +45,7 @@ for m in yolov8s yolov10s yolo12s; do
   fi
   echo "=== $baseline vs $model ===" >&2
   fine-yolo bench model="$model" baseline="$baseline" format=engine device=0 half=True imgsz=640 \
-    cuda_graph="$CUDA_GRAPH" workspace="$WORKSPACE" iters="$ITERS" seconds="$SECONDS_MIN" warmup=200 \
+    cuda_graph="$CUDA_GRAPH" workspace="$WORKSPACE" iters="$ITERS" seconds="$SECONDS_MIN" warmup=200 block=20 \
     out="$OUT" json="$OUT/$m.json" | tee "$OUT/$m.md"
   jsons+=("$OUT/$m.json")
 done

@@ -61,6 +61,27 @@ def test_interleave_runs_a_b_a_b_after_warmup():
     assert out == {"baseline": [1.0] * 4, "fine": [2.0] * 4}
 
 
+def test_interleave_blocks_settle_after_each_switch_then_time_block_runs():
+    calls: list[str] = []
+    counter = {"A": 0, "B": 0}
+
+    def runner(name):
+        def run():
+            calls.append(name)
+            counter[name] += 1
+            return float(counter[name])  # the run's ordinal: shows which runs were kept
+
+        return run
+
+    out = interleave({"baseline": runner("A"), "fine": runner("B")}, iters=5, warmup=1, block=3, progress=False)
+    # 1 warm-up round; then turns of 1 settling + 3 timed runs until each has >= 5 samples (2 rounds -> 6 samples)
+    assert calls == ["A", "B"] + (["A"] * 4 + ["B"] * 4) * 2
+    assert out["baseline"] == [3.0, 4.0, 5.0, 7.0, 8.0, 9.0]  # runs 2 and 6 settled, untimed
+    assert out["fine"] == [3.0, 4.0, 5.0, 7.0, 8.0, 9.0]
+    with pytest.raises(ValueError, match="block"):
+        interleave({"a": runner("A")}, block=0, progress=False)
+
+
 def test_interleave_runs_at_least_the_seconds_asked():
     import time
 
@@ -169,7 +190,7 @@ def test_bench_runs_end_to_end_on_cpu(tmp_path, fmt, capsys):
     from fine_yolo.bench.latency import main
 
     out_json = tmp_path / "bench.json"
-    rc = main(["model=yolov8n-fine.yaml", f"format={fmt}", "imgsz=96", "iters=4", "warmup=1", "e2e_iters=2",
+    rc = main(["model=yolov8n-fine.yaml", f"format={fmt}", "imgsz=96", "iters=4", "warmup=1", "block=2", "e2e_iters=2",
                "threads=1", f"out={tmp_path}", f"json={out_json}", "progress=False"])
     assert rc == 0
     text = capsys.readouterr().out
@@ -178,7 +199,7 @@ def test_bench_runs_end_to_end_on_cpu(tmp_path, fmt, capsys):
     assert r["args"]["baseline"] == "yolov8n.yaml" and r["args"]["threads"] == 1
     for key in ("baseline", "fine"):
         m = r["models"][key]
-        assert len(m["samples_ms"]) == 4 and len(m["e2e_samples_ms"]) == 2
+        assert len(m["samples_ms"]) == 4 and len(m["e2e_samples_ms"]) == 2  # block=2: whole turns
         assert m["network"]["median"] == pytest.approx(statistics.median(m["samples_ms"]))
         assert m["network"]["fps"] == pytest.approx(1000 / m["network"]["median"])
         assert m["params"] > 3_000_000 and m["gflops"] > 0

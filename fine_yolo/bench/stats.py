@@ -90,22 +90,31 @@ def interleave(
     iters: int = 100,
     seconds: float = 0.0,
     warmup: int = 10,
+    block: int = 1,
     progress: bool = True,
     desc: str = "bench",
     max_iters: int = 1_000_000,
 ) -> dict[str, list[float]]:
-    """Time ``runners`` interleaved, A B A B ..., and return each one's samples (ms).
+    """Time ``runners`` interleaved and return each one's samples (ms), ``iters`` or more per runner.
 
-    Each runner runs once per round and returns the latency of that run in milliseconds (it times itself, so a GPU
-    runner can use CUDA events). After ``warmup`` untimed rounds, rounds continue until at least ``iters`` rounds
-    *and* at least ``seconds`` seconds have passed (``max_iters`` caps it). Interleaving puts both models under the
-    same machine state — clocks, thermal state, other load — which on a shared or throttling machine matters more
-    than the number of samples.
+    Each runner returns the latency of one run in milliseconds (it times itself, so a GPU runner can use CUDA
+    events). ``warmup`` untimed rounds (A B) come first. Then, in rounds, every runner takes a turn:
+
+    * ``block=1``: one timed run per turn, A B A B ... Every run follows a run of the *other* model, so every sample
+      includes the switch (weights and activations pulled back into the caches).
+    * ``block=k > 1``: one untimed settling run, then ``k`` timed runs per turn (A A A A A B B B B B ...): the
+      steady-state latency a deployed model has, still with both models timed under the same machine state.
+
+    Rounds continue until every runner has at least ``iters`` samples *and* ``seconds`` seconds have passed
+    (``max_iters`` caps the samples). Interleaving puts both models under the same clocks, thermal state and other
+    load, which on a shared or throttling machine matters more than the number of samples.
     """
     if not runners:
         raise ValueError("nothing to time")
     if iters < 1:
         raise ValueError(f"iters must be >= 1, got {iters}")
+    if block < 1:
+        raise ValueError(f"block must be >= 1, got {block}")
     names = list(runners)
     for _ in range(max(0, warmup)):
         for name in names:
@@ -115,17 +124,20 @@ def interleave(
     if progress:
         from tqdm import tqdm
 
-        bar = tqdm(total=iters if seconds <= 0 else None, desc=desc, unit="round", leave=False)
+        bar = tqdm(total=iters if seconds <= 0 else None, desc=desc, unit="run", leave=False)
     start = time.perf_counter()
-    rounds = 0
+    done = 0
     try:
-        while rounds < max_iters and (rounds < iters or time.perf_counter() - start < seconds):
+        while done < max_iters and (done < iters or time.perf_counter() - start < seconds):
             for name in names:
-                samples[name].append(float(runners[name]()))
-            rounds += 1
+                if block > 1:
+                    runners[name]()  # settle after the switch, untimed
+                for _ in range(block):
+                    samples[name].append(float(runners[name]()))
+            done += block
             if bar is not None:
-                bar.update(1)
-                if rounds % 10 == 0:
+                bar.update(block)
+                if (done // block) % 10 == 0:
                     bar.set_postfix(**{n: f"{statistics.median(s):.2f}ms" for n, s in samples.items()})
     finally:
         if bar is not None:
