@@ -4,12 +4,13 @@ small real run through PyTorch and ONNX Runtime on CPU. TensorRT timing is teste
 from __future__ import annotations
 
 import json
+import platform
 import statistics
 
 import numpy as np
 import pytest
 
-from fine_yolo.bench.env import clocks_locked, cpu_freqs, gpu_devfreq, jetson_info, warnings_for
+from fine_yolo.bench.env import clocks_locked, cpu_freqs, gpu_devfreq, jetson_info, steady_malloc, warnings_for
 from fine_yolo.bench.report import markdown
 from fine_yolo.bench.stats import interleave, percentile, speed_ratio, summarize
 
@@ -80,6 +81,30 @@ def test_interleave_blocks_settle_after_each_switch_then_time_block_runs():
     assert out["fine"] == [3.0, 4.0, 5.0, 7.0, 8.0, 9.0]
     with pytest.raises(ValueError, match="block"):
         interleave({"a": runner("A")}, block=0, progress=False)
+
+
+@pytest.mark.skipif(platform.libc_ver()[0] != "glibc", reason="mallopt is glibc's")
+def test_steady_malloc_keeps_large_blocks_on_the_heap():
+    import ctypes
+
+    assert steady_malloc() == "glibc mallopt: mmap threshold 32 MiB, no trim"
+    # Observable effect: an 8 MB block (above glibc's default 128 KiB threshold) now comes from the heap (brk), i.e.
+    # mallinfo2's arena grows and its mmap'ed byte count does not.
+    libc = ctypes.CDLL("libc.so.6")
+
+    class Mallinfo2(ctypes.Structure):
+        _fields_ = [(n, ctypes.c_size_t) for n in
+                    ("arena", "ordblks", "smblks", "hblks", "hblkhd", "usmblks", "fsmblks", "uordblks", "fordblks",
+                     "keepcost")]
+
+    libc.mallinfo2.restype = Mallinfo2
+    libc.malloc.restype = ctypes.c_void_p
+    before = libc.mallinfo2().hblkhd
+    ptr = libc.malloc(8 * 1024 * 1024)
+    try:
+        assert libc.mallinfo2().hblkhd == before  # not mmap'ed
+    finally:
+        libc.free(ctypes.c_void_p(ptr))
 
 
 def test_interleave_runs_at_least_the_seconds_asked():
@@ -197,6 +222,7 @@ def test_bench_runs_end_to_end_on_cpu(tmp_path, fmt, capsys):
     assert "| yolov8n |" in text and "| yolov8n-fine |" in text and "baseline / FINE" in text
     r = json.loads(out_json.read_text())
     assert r["args"]["baseline"] == "yolov8n.yaml" and r["args"]["threads"] == 1
+    assert r["args"]["block"] == 2 and r["args"]["malloc"] == r["env"]["malloc"] == steady_malloc()
     for key in ("baseline", "fine"):
         m = r["models"][key]
         assert len(m["samples_ms"]) == 4 and len(m["e2e_samples_ms"]) == 2  # block=2: whole turns

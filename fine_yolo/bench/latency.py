@@ -10,8 +10,10 @@ interleaved in one process (:func:`fine_yolo.bench.stats.interleave`): ``warmup`
 ``block=1``: A B A B ...), until each model has at least ``iters`` samples and ``seconds`` seconds have passed.
 The default measures each model's steady state, as deployed: on the 2-core CPU this was built on, a run that
 directly follows the other model's run was 15-20% slower in ONNX Runtime (its weights and activations evicted from
-the caches), which strict A B A B adds to both sides and so pulls the ratio towards 1. Two measurements, reported
-separately:
+the caches), which strict A B A B adds to both sides and so pulls the ratio towards 1. ``malloc=steady`` (default)
+fixes glibc's allocator thresholds first (:func:`fine_yolo.bench.env.steady_malloc`: otherwise eager PyTorch pays
+page faults that differ between the two models by up to 4%); ``malloc=default`` leaves them. Two measurements,
+reported separately:
 
 * network: batch 1, input already on the device, the network alone;
 * end-to-end: ``YOLO(...).predict(image)``, i.e. ultralytics' pre-processing, network and post-processing
@@ -31,6 +33,7 @@ from pathlib import Path
 from typing import Any
 
 from fine_yolo.bench.backends import FORMATS, PREPARE, is_cuda
+from fine_yolo.bench.env import steady_malloc
 from fine_yolo.bench.stats import interleave, speed_ratio, summarize
 
 DEFAULTS: dict[str, Any] = {
@@ -48,6 +51,7 @@ DEFAULTS: dict[str, Any] = {
     "seconds": 0.0,
     "warmup": 10,
     "block": 4,
+    "malloc": "steady",
     "threads": 0,
     "e2e": True,
     "e2e_iters": 0,
@@ -83,8 +87,8 @@ def default_baseline(model: str) -> str:
 def run_bench(model: str, baseline: str = "", imgsz: int = 640, format: str = "torch", device: str = "cpu",
               half: bool = False, int8: bool = False, data: str = "", workspace: float = 0.0,
               cuda_graph: bool = False, iters: int = 100, seconds: float = 0.0, warmup: int = 10, block: int = 4,
-              threads: int = 0, e2e: bool = True, e2e_iters: int = 0, flops: bool = True, out: str = "runs/fine_bench",
-              progress: bool = True) -> dict[str, Any]:
+              malloc: str = "steady", threads: int = 0, e2e: bool = True, e2e_iters: int = 0, flops: bool = True,
+              out: str = "runs/fine_bench", progress: bool = True) -> dict[str, Any]:
     """Prepare, time and summarize ``baseline`` and ``model``; return the result dict (see module doc)."""
     import torch
 
@@ -98,23 +102,27 @@ def run_bench(model: str, baseline: str = "", imgsz: int = 640, format: str = "t
         raise ValueError(f"format={format} is not one of {', '.join(FORMATS)}")
     if fmt == "engine" and not is_cuda(device):
         device = "0"
+    if malloc not in {"steady", "default"}:
+        raise ValueError(f"malloc={malloc} is not one of steady, default")
+    allocator = (steady_malloc() if malloc == "steady" else None) or "default"  # what the process really has
     baseline = baseline or default_baseline(model)
     threads = int(threads) or torch.get_num_threads()
     threads_before = torch.get_num_threads()
     torch.set_num_threads(threads)  # one setting for both models (and ONNX Runtime's intra-op pool below)
     try:
         return _run(model, baseline, fmt, device, threads, imgsz, half, int8, data, workspace, cuda_graph, iters,
-                    seconds, warmup, block, e2e, e2e_iters, flops, out, progress)
+                    seconds, warmup, block, allocator, e2e, e2e_iters, flops, out, progress)
     finally:
         torch.set_num_threads(threads_before)
 
 
 def _run(model: str, baseline: str, fmt: str, device: str, threads: int, imgsz: int, half: bool, int8: bool,
-         data: str, workspace: float, cuda_graph: bool, iters: int, seconds: float, warmup: int, block: int, e2e: bool,
-         e2e_iters: int, flops: bool, out: str, progress: bool) -> dict[str, Any]:
+         data: str, workspace: float, cuda_graph: bool, iters: int, seconds: float, warmup: int, block: int,
+         allocator: str, e2e: bool, e2e_iters: int, flops: bool, out: str, progress: bool) -> dict[str, Any]:
     from fine_yolo.bench.env import environment, warnings_for
 
     env = environment(device=device)
+    env["malloc"] = allocator
     t_prep = time.perf_counter()
     kw = {"imgsz": imgsz, "device": device, "half": half, "int8": int8, "data": data, "workspace": workspace,
           "cuda_graph": cuda_graph, "threads": threads, "out_dir": out, "e2e": e2e}
@@ -153,8 +161,8 @@ def _run(model: str, baseline: str, fmt: str, device: str, threads: int, imgsz: 
                       f"{', CUDA graph' if info.get('cuda_graph') else ''}"}[fmt]
     return {
         "args": {"model": model, "baseline": baseline, "imgsz": imgsz, "format": fmt, "device": device, "half": half,
-                 "int8": int8, "iters": iters, "seconds": seconds, "warmup": warmup, "block": block, "threads": threads,
-                 "cuda_graph": cuda_graph},
+                 "int8": int8, "iters": iters, "seconds": seconds, "warmup": warmup, "block": block,
+                 "malloc": allocator, "threads": threads, "cuda_graph": cuda_graph},
         "backend_desc": desc,
         "env": env,
         "warnings": warnings_for(env),
