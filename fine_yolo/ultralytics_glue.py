@@ -196,12 +196,17 @@ def _log_fine(fr: _FineRow, module) -> None:
     )
 
 
-def wrap_parse_model(original: Callable) -> Callable:
-    """Return a ``parse_model`` that understands FINE rows and otherwise is ``original`` untouched."""
+def _wrap_once(original: Callable, wrapper: Callable) -> Callable:
+    """``wrapper`` dressed as ``original`` and marked, or ``original`` itself if it is already one of ours."""
     if getattr(original, "__fine_yolo__", False):
         return original
+    wrapper = functools.wraps(original)(wrapper)
+    wrapper.__fine_yolo__ = True
+    return wrapper
 
-    @functools.wraps(original)
+
+def wrap_parse_model(original: Callable) -> Callable:
+    """Return a ``parse_model`` that understands FINE rows and otherwise is ``original`` untouched."""
     def parse_model(d, ch, verbose=True):
         rows = d["backbone"] + d["head"]
         if not any(isinstance(r, (list, tuple)) and len(r) == 4 and r[2] == FINE_ROW for r in rows):
@@ -210,16 +215,11 @@ def wrap_parse_model(original: Callable) -> Callable:
         layers, _ = original(stripped, ch, verbose)  # save list is recomputed for the new positions
         return _insert_fine(layers, fine_rows, ch, str(d.get("yaml_file", "<model dict>")), verbose)
 
-    parse_model.__fine_yolo__ = True
-    return parse_model
+    return _wrap_once(original, parse_model)
 
 
 def wrap_check_file(original: Callable) -> Callable:
     """Return a ``check_file`` that also finds this package's YAMLs by bare name."""
-    if getattr(original, "__fine_yolo__", False):
-        return original
-
-    @functools.wraps(original)
     def check_file(file, *args, **kwargs):
         name = str(file).strip() if isinstance(file, (str, Path)) else ""
         if name and "://" not in name and not Path(name).exists():
@@ -228,8 +228,7 @@ def wrap_check_file(original: Callable) -> Callable:
                 file = str(found)
         return original(file, *args, **kwargs)
 
-    check_file.__fine_yolo__ = True
-    return check_file
+    return _wrap_once(original, check_file)
 
 
 def _rebind(name: str, original: Callable, replacement: Callable) -> None:
@@ -272,26 +271,17 @@ def wrap_exporter_call(original: Callable) -> Callable:
     Only the cases where ultralytics' own run is bound to fail are stopped (no CUDA GPU, ``device=cpu``, a DLA core
     the GPU lacks, TensorRT missing while ultralytics may not install it); every other export is ``original``.
     """
-    if getattr(original, "__fine_yolo__", False):
-        return original
-
-    @functools.wraps(original)
     def __call__(self, *args, **kwargs):
         if str(getattr(self.args, "format", "")).lower() in ENGINE_ALIASES:
             engine_preflight(str(getattr(self.args, "model", None) or "<model>"), self.args.device,
                              getattr(self.args, "imgsz", None), tensorrt_installable=_autoinstalls_packages())
         return original(self, *args, **kwargs)
 
-    __call__.__fine_yolo__ = True
-    return __call__
+    return _wrap_once(original, __call__)
 
 
 def wrap_entrypoint(original: Callable) -> Callable:
     """Return the ``yolo`` CLI entrypoint that ends an impossible TensorRT export with its sentence, not a traceback."""
-    if getattr(original, "__fine_yolo__", False):
-        return original
-
-    @functools.wraps(original)
     def entrypoint(*args, **kwargs):
         try:
             return original(*args, **kwargs)
@@ -299,8 +289,7 @@ def wrap_entrypoint(original: Callable) -> Callable:
             print(f"ERROR: {e}", file=sys.stderr)
             raise SystemExit(2) from None
 
-    entrypoint.__fine_yolo__ = True
-    return entrypoint
+    return _wrap_once(original, entrypoint)
 
 
 def patch_exporter(exporter: ModuleType) -> None:
