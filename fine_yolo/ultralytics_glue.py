@@ -19,7 +19,7 @@
    ultralytics' ``Invalid CUDA 'device=0' requested`` traceback or a pip install.
 
 FINE is also registered with ``torch.serialization.add_safe_globals`` so ``ULTRALYTICS_SAFE_LOAD=1`` loads FINE
-checkpoints. ``register()`` is idempotent; the start-up hook (``fine_yolo._hook``) calls the two ``patch_*`` functions
+checkpoints. ``register()`` is idempotent; the start-up hook (``fine_yolo._hook``) calls the ``patch_*`` functions
 as soon as ultralytics loads the modules they patch.
 """
 

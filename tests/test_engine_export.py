@@ -103,9 +103,14 @@ def test_cli_engine_without_gpu_ends_with_a_sentence_not_a_traceback(tmp_path):
 @pytest.mark.skipif(_has_cuda(), reason="checks the answer on a machine without CUDA")
 def test_plain_yolo_export_engine_without_gpu_ends_with_a_sentence(tmp_path):
     """ultralytics' own `yolo export ... format=engine` (the start-up hook wraps its exporter and CLI entrypoint)."""
-    yolo = os.path.join(os.path.dirname(sys.executable), "yolo")
+    from importlib.metadata import entry_points
+
+    # What ultralytics' `yolo` console script runs, with this interpreter (the script's own path varies by install).
+    (yolo,) = entry_points(group="console_scripts", name="yolo")
+    module, func = yolo.value.split(":")
+    script = f"import sys; from {module} import {func}; sys.exit({func}())"
     proc = subprocess.run(
-        [yolo, "export", "model=yolov8n-fine.yaml", "format=engine", "imgsz=320"],
+        [sys.executable, "-c", script, "export", "model=yolov8n-fine.yaml", "format=engine", "imgsz=320"],
         cwd=tmp_path, env=offline_env(), capture_output=True, text=True, timeout=300,
     )
     assert proc.returncode == 2, proc.stderr
