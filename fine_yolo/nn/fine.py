@@ -16,9 +16,9 @@ Choices where the paper is silent, or where we compute the same maths more cheap
 * **Pool, then project (eq. 10 and 4).** A 1x1 convolution and non-overlapping average pooling are both linear and
   act on different axes, so ``AvgPool(Conv1x1(x)) == Conv1x1(AvgPool(x))`` exactly (the bias included, since the
   average of a constant is that constant). We pool first: the projection then runs on k^2 fewer pixels.
-* **W_Q, W_K, W_V, W_O are 1x1 convolutions with bias** on the pooled maps: the same C x C matrices as eq. 5/7,
-  applied per token, without a flatten/transpose round trip before the projections. W_K and W_V share one
-  convolution with 2C outputs (one GEMM instead of two; the weights are the two C x C blocks).
+* **W_Q, W_K, W_V, W_O are stored as 1x1 convolutions with bias**: the same C x C matrices as eq. 5/7, applied per
+  token of the pooled maps (as convolutions in the exported graph, as GEMMs in eager mode; see "Speed" below).
+  W_K and W_V share one convolution with 2C outputs (one GEMM instead of two; the weights are the two C x C blocks).
 * **The residual is folded into W_O's bias (eq. 7-9).** ``F*M + F == F*(1 + M)``, nearest upsampling commutes
   with adding 1, and ``1 + M^ = W_O x + (b_O + 1)``: one convolution with the bias raised by 1 yields the gain map, and
   one full-resolution multiply applies it. With the identity start below the gain is exactly 1.0 (``0*x + 1``), so
@@ -85,9 +85,6 @@ class AATSPool(nn.AvgPool2d):
     Runtime implement well.
     """
 
-    def __init__(self, k: int) -> None:
-        super().__init__(k)
-
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         k = self.kernel_size
         b, c, big_h, big_w = x.shape
@@ -95,14 +92,16 @@ class AATSPool(nn.AvgPool2d):
         if _traced() or h == 0 or w == 0:
             return super().forward(x)
         rows = x[..., : h * k, : w * k].reshape(b, c, h, k, w * k)  # a view when the map is contiguous
-        s = rows[:, :, :, 0]
-        for j in range(1, k):
-            s = s + rows[:, :, :, j]
-        cols = s.view(b, c, h, w, k)
-        t = cols[..., 0]
-        for j in range(1, k):
-            t = t + cols[..., j]
-        return t * (1.0 / (k * k))
+        row_sums = _sum(rows.unbind(3))  # (B, C, h, W): the k rows of each window added
+        return _sum(row_sums.view(b, c, h, w, k).unbind(4)) * (1.0 / (k * k))
+
+
+def _sum(parts: tuple[torch.Tensor, ...]) -> torch.Tensor:
+    """``parts[0] + parts[1] + ...`` as plain element-wise adds (no ``0 + `` start, no stacking copy)."""
+    total = parts[0]
+    for part in parts[1:]:
+        total = total + part
+    return total
 
 
 class FINE(nn.Module):
@@ -210,8 +209,7 @@ class FINE(nn.Module):
         if high is None:
             low, high = low
         rk = self.r * self.k
-        # 1 + M^ in one convolution: W_O x + (b_O + 1), the residual's 1 folded into W_O's bias (see module doc).
-        gain = self._gain(low, high)
+        gain = self._gain(low, high)  # 1 + M^: the residual's 1 folded into W_O's bias (see module doc)
         b, c, big_h, big_w = low.shape
         h, w = gain.shape[-2:]
         if not _traced() and big_h == h * rk and big_w == w * rk and low.is_contiguous():
