@@ -12,7 +12,9 @@
    one small no-grad forward pass, so they are right for every scale and are checked before the model is used.
 2. ``ultralytics.utils.checks.check_file`` (through which ``check_yaml`` and the dataset checks find files): a bare
    name such as ``yolov8s-fine.yaml`` or ``fine-synth.yaml`` that is not in the working directory resolves to the
-   YAML shipped in this package; everything else goes to ultralytics unchanged.
+   YAML shipped in this package; everything else goes to ultralytics unchanged. Its ``check_font`` never downloads
+   (ultralytics fetches Arial.ttf even with ``YOLO_OFFLINE=1``): a font not on the machine becomes matplotlib's
+   bundled DejaVu Sans.
 3. ``ultralytics.engine.exporter.Exporter.__call__`` and ``ultralytics.cfg.entrypoint`` (the ``yolo`` command): a
    ``format=engine`` export that is bound to fail here (no CUDA GPU, ``device=cpu``, TensorRT missing and not
    installable by ultralytics) stops with one sentence (:func:`fine_yolo.export.engine.engine_preflight`) instead of
@@ -239,12 +241,34 @@ def _rebind(name: str, original: Callable, replacement: Callable) -> None:
                 setattr(module, name, replacement)
 
 
+def wrap_check_font(original: Callable, config_dir: Path) -> Callable:
+    """Return a ``check_font`` that never downloads: a font not on this machine becomes matplotlib's bundled one.
+
+    ultralytics' ``check_font`` (called by every dataset check and plot) looks in ``config_dir`` and matplotlib's
+    font list, then fetches ``Arial.ttf`` from the network — even with ``YOLO_OFFLINE=1``. A local font still goes to
+    ``original``; otherwise the answer is DejaVu Sans, which ships with matplotlib (labels look slightly different).
+    """
+
+    def check_font(font="Arial.ttf", *args, **kwargs):
+        from matplotlib import font_manager
+
+        name = Path(str(font)).name
+        if (config_dir / name).exists() or any(str(font) in f.fname for f in font_manager.fontManager.ttflist):
+            return original(font, *args, **kwargs)
+        return font_manager.findfont(font_manager.FontProperties(family="DejaVu Sans"), fallback_to_default=True)
+
+    return _wrap_once(original, check_font)
+
+
 def patch_checks(checks: ModuleType) -> None:
-    """Install the bare-name resolver in ``ultralytics.utils.checks`` (and modules that already imported it)."""
-    original = checks.check_file
-    wrapped = wrap_check_file(original)
-    if wrapped is not original:
-        _rebind("check_file", original, wrapped)
+    """Install the bare-name resolver and the no-download font lookup in ``ultralytics.utils.checks`` (and in the
+    modules that already imported them by name)."""
+    for name, wrap in (("check_file", wrap_check_file),
+                       ("check_font", lambda f: wrap_check_font(f, Path(checks.USER_CONFIG_DIR)))):
+        original = getattr(checks, name)
+        wrapped = wrap(original)
+        if wrapped is not original:
+            _rebind(name, original, wrapped)
 
 
 def patch_tasks(tasks: ModuleType) -> None:

@@ -223,10 +223,11 @@ def test_cli(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
 
 
 def test_ultralytics_check_det_dataset_generates_on_first_use(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    monkeypatch.setenv("YOLO_OFFLINE", "1")
-    import ultralytics.data.utils as udu
+    import ultralytics.data.utils as udu  # its check_font is the glue's: no download attempt (test_yolo_models)
 
-    monkeypatch.setattr(udu, "check_font", lambda *a, **k: None)  # keep the test hermetic: no font download attempt
+    from fine_yolo.ultralytics_glue import register
+
+    register()
     # The shipped download snippet runs verbatim; only its generate() is made small to keep the test fast.
     monkeypatch.setattr(synthetic, "generate", functools.partial(synthetic.generate, n_train=6, n_val=3))
     data = yaml.safe_load(YAML_FILE.read_text())
@@ -247,3 +248,16 @@ def test_ultralytics_check_det_dataset_generates_on_first_use(tmp_path: Path, mo
     udu.check_det_dataset(str(copy))
     assert (root / "MANIFEST.json").stat().st_mtime_ns == stamp
     shutil.rmtree(root)
+
+
+def test_unreadable_manifest_is_named_with_its_line(tmp_path: Path) -> None:
+    root = tmp_path / "ds"
+    root.mkdir()
+    (root / "MANIFEST.json").write_text('{\n  "seed": 0,\n  oops\n}')
+    with pytest.raises(synthetic.DatasetMismatchError, match=r"MANIFEST\.json:3:3: unreadable manifest"):
+        synthetic.generate(root, n_train=2, n_val=1)
+    (root / "MANIFEST.json").write_text("[1, 2]")
+    with pytest.raises(synthetic.DatasetMismatchError, match="must be a JSON object, not list"):
+        synthetic.read_manifest(root)
+    assert synthetic.generate(root, n_train=2, n_val=1, overwrite=True) == root  # overwrite replaces it
+    assert synthetic.read_manifest(root)["n_train"] == 2

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import re
 
 import pytest
@@ -185,3 +186,27 @@ def test_fine_row_in_last_position_is_rejected(tmp_path):
     rows = [*V8_HEAD, "[[6, 9], 1, FINE, [1]]"]
     with pytest.raises(FINERowError, match=r"YAML row 24 .*not last"):
         DetectionModel(_yaml(tmp_path, rows), verbose=False)
+
+
+def test_font_lookup_never_downloads(monkeypatch, tmp_path):
+    """ultralytics' check_font fetches Arial.ttf even offline; through the glue a missing font is matplotlib's."""
+    import ultralytics.data.utils as data_utils
+    import ultralytics.utils.checks as checks
+    import ultralytics.utils.downloads as downloads
+
+    from fine_yolo.ultralytics_glue import register, wrap_check_font
+
+    register()
+
+    def no_network(*args, **kwargs):
+        raise AssertionError(f"network access: {args}")
+
+    monkeypatch.setattr(downloads, "is_url", no_network)
+    monkeypatch.setattr(downloads, "safe_download", no_network)
+    for check_font in (checks.check_font, data_utils.check_font):  # the module that imported it by name too
+        path = check_font("NoSuchFont-fine-yolo.ttf")
+        assert path.endswith("DejaVuSans.ttf") and os.path.exists(path)
+    # A font that is on the machine (here: in the config dir) is still ultralytics' own answer.
+    (tmp_path / "Local.ttf").write_bytes(b"")
+    wrapped = wrap_check_font(lambda font: f"original:{font}", tmp_path)
+    assert wrapped("Local.ttf") == "original:Local.ttf"

@@ -30,8 +30,7 @@ from typing import Any, Callable
 
 import torch
 
-PAPER_TABLE3 = {"vanilla": {"gflops": 18.0, "mem_mb": 1223.48}, "aats": {"gflops": 1.2, "mem_mb": 1.17},
-                "compute_reduction": 0.933, "memory_reduction": 0.999}
+from fine_yolo.paper import TABLE3, TABLE3_BASE_FPS
 
 
 @dataclass
@@ -207,8 +206,10 @@ def table(rows: list[dict[str, Any]]) -> str:
 
     lines.append(f"| **all stages** | AATS vs vanilla | **{pct(red['gflops'])}** | **{pct(red['peak_mb'])}** "
                  f"| **{pct(red['latency_ms'])}** |")
-    lines.append(f"| paper Table 3 (RT-DETR R18) | AATS vs vanilla | -{100 * PAPER_TABLE3['compute_reduction']:.1f}% "
-                 f"| -{100 * PAPER_TABLE3['memory_reduction']:.1f}% | 80 -> 78 FPS vs 80 -> 57 FPS |")
+    paper = reductions(TABLE3["aats"], TABLE3["vanilla"])
+    lines.append(f"| paper Table 3 (RT-DETR R18) | AATS vs vanilla | {pct(paper['gflops'])} | {pct(paper['peak_mb'])} "
+                 f"| {TABLE3_BASE_FPS} -> {TABLE3['aats']['fps']} FPS vs {TABLE3_BASE_FPS} -> "
+                 f"{TABLE3['vanilla']['fps']} FPS |")
     return "\n".join(lines)
 
 
@@ -222,5 +223,5 @@ def main(argv: list[str]) -> int:
     rows = [compare_stage(s, iters=int(args["iters"])) for s in model_stages(str(args["model"]), int(args["imgsz"]))]
     print(table(rows))
     if args["json"]:
-        Path(str(args["json"])).write_text(json.dumps({"args": args, "rows": rows, "paper": PAPER_TABLE3}, indent=2))
+        Path(str(args["json"])).write_text(json.dumps({"args": args, "rows": rows, "paper": TABLE3}, indent=2))
     return 0

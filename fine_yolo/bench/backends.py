@@ -38,15 +38,26 @@ class Prepared:
     info: dict[str, Any] = field(default_factory=dict)
 
 
-def is_cuda(device: str) -> bool:
-    """Whether ``device`` (ultralytics spelling: ``cpu``, ``0``, ``cuda:0``) names a CUDA device."""
+def cuda_index(device: str) -> int | None:
+    """The CUDA device index ``device`` names (ultralytics spelling), or None for the CPU.
+
+    ``cpu``/``mps``/empty -> None; ``0``, ``cuda``, ``cuda:1``, ``0,1`` (first one timed) -> that index; ``dla:N``
+    (a Jetson's DLA core, next to GPU 0) -> 0. Anything else is a ValueError naming it.
+    """
     d = str(device).strip().lower()
-    return d not in {"", "cpu", "mps"}
+    if d in {"", "cpu", "mps"}:
+        return None
+    if d == "cuda" or d.startswith("dla"):
+        return 0
+    first = d.removeprefix("cuda:").split(",")[0].strip()
+    if not first.isdigit():
+        raise ValueError(f"device={device} is not cpu, a CUDA index (0, cuda:0, 0,1) or dla:N")
+    return int(first)
 
 
-def cuda_index(device: str) -> int:
-    d = str(device).strip().lower().replace("cuda:", "")
-    return int(d.split(",")[0]) if d.split(",")[0].isdigit() else 0
+def is_cuda(device: str) -> bool:
+    """Whether ``device`` names a CUDA device (see :func:`cuda_index`)."""
+    return cuda_index(device) is not None
 
 
 def bench_image():
@@ -60,32 +71,39 @@ def bench_image():
     return img
 
 
-def _e2e_runner(artifact: str, imgsz: int, device: str, half: bool, task: str | None = "detect") -> Callable[[], float]:
-    from ultralytics import YOLO
+def _e2e_runner(yolo, imgsz: int, device: str, half: bool) -> Callable[[], float]:
+    """Time ``yolo.predict(image)``: ultralytics' pre-processing, network and post-processing."""
+    from fine_yolo.export.engine import precision_kwargs
 
-    yolo = YOLO(artifact, task=task) if not artifact.endswith((".yaml", ".yml", ".pt")) else YOLO(artifact)
     img = bench_image()
-    kw: dict[str, Any] = {"imgsz": imgsz, "device": device, "verbose": False, "save": False}
-    if half:  # ultralytics 8.4 spells it quantize=16 ('half' is deprecated there)
-        from ultralytics.cfg import DEFAULT_CFG_DICT
-
-        kw["quantize" if "quantize" in DEFAULT_CFG_DICT else "half"] = 16 if "quantize" in DEFAULT_CFG_DICT else True
-    cuda = is_cuda(device)
+    kw: dict[str, Any] = {"imgsz": imgsz, "device": device, "verbose": False, "save": False,
+                          **precision_kwargs({"half": half})}
+    sync = _cuda_sync(device)
 
     def run() -> float:
-        if cuda:
-            import torch
-
-            torch.cuda.synchronize()
+        sync()
         t0 = time.perf_counter()
         yolo.predict(img, **kw)
-        if cuda:
-            import torch
-
-            torch.cuda.synchronize()
+        sync()
         return (time.perf_counter() - t0) * 1e3
 
     return run
+
+
+def _cuda_sync(device: str) -> Callable[[], None]:
+    """``torch.cuda.synchronize`` on a CUDA device, a no-op on the CPU (resolved once, outside the timed region)."""
+    if not is_cuda(device):
+        return lambda: None
+    import torch
+
+    return torch.cuda.synchronize
+
+
+def _detector(artifact: str):
+    """``YOLO`` on an exported file (which carries no task of its own)."""
+    from ultralytics import YOLO
+
+    return YOLO(artifact, task="detect")
 
 
 def prepare_torch(model: str, imgsz: int = 640, device: str = "cpu", half: bool = False, e2e: bool = True,
@@ -95,7 +113,8 @@ def prepare_torch(model: str, imgsz: int = 640, device: str = "cpu", half: bool 
     from ultralytics import YOLO
 
     dev = torch.device(f"cuda:{cuda_index(device)}" if is_cuda(device) else "cpu")
-    net = YOLO(model).model.fuse(verbose=False).eval().to(dev)
+    yolo = YOLO(model)
+    net = yolo.model.fuse(verbose=False).eval().to(dev)  # the same model predict() runs (fusing again is a no-op)
     dtype = torch.float16 if half and dev.type == "cuda" else torch.float32
     net = net.to(dtype)
     x = torch.rand(1, 3, imgsz, imgsz, device=dev, dtype=dtype)
@@ -119,7 +138,7 @@ def prepare_torch(model: str, imgsz: int = 640, device: str = "cpu", half: bool 
 
     info = {"backend": "torch", "device": str(dev), "dtype": str(dtype).replace("torch.", ""),
             "threads": torch.get_num_threads()}
-    return Prepared(model, model, network, _e2e_runner(model, imgsz, device, half) if e2e else None, info)
+    return Prepared(model, model, network, _e2e_runner(yolo, imgsz, device, half) if e2e else None, info)
 
 
 def _export(model: str, fmt: str, out_dir: Path, **kwargs: Any) -> str:
@@ -181,7 +200,7 @@ def prepare_onnx(model: str, imgsz: int = 640, device: str = "cpu", half: bool =
 
     info = {"backend": "onnxruntime", "providers": sess.get_providers(), "intra_op_threads": int(threads),
             "dtype": str(np.dtype(dtype))}
-    return Prepared(model, path, network, _e2e_runner(path, imgsz, device, half) if e2e else None, info)
+    return Prepared(model, path, network, _e2e_runner(_detector(path), imgsz, device, half) if e2e else None, info)
 
 
 def prepare_engine(model: str, imgsz: int = 640, device: str = "0", half: bool = True, int8: bool = False,
@@ -191,8 +210,6 @@ def prepare_engine(model: str, imgsz: int = 640, device: str = "0", half: bool =
     from fine_yolo.export.engine import engine_preflight
     from fine_yolo.export.trt_runtime import TRTRunner, tensorrt_version
 
-    if not is_cuda(device):
-        device = "0"
     if model.endswith((".engine", ".plan")):
         engine_preflight(model, device, imgsz)
         path = model
@@ -207,7 +224,7 @@ def prepare_engine(model: str, imgsz: int = 640, device: str = "0", half: bool =
     info = {"backend": "tensorrt", "tensorrt": tensorrt_version(), "cuda_graph": cuda_graph,
             "precision": "int8" if int8 else "fp16" if half else "fp32",
             "bindings": {n: [list(t.shape), str(t.dtype)] for n, t in {**runner.inputs, **runner.outputs}.items()}}
-    e2e_run = _e2e_runner(path, imgsz, device, half) if e2e and path.endswith(".engine") else None
+    e2e_run = _e2e_runner(_detector(path), imgsz, device, half) if e2e and path.endswith(".engine") else None
     return Prepared(model, path, runner, e2e_run, info)
 
 

@@ -177,8 +177,11 @@ def environment(root: Path = Path("/"), device: str = "cpu") -> dict[str, Any]:
 
     env["tensorrt"] = tensorrt_version()
     env["cuda"] = torch.version.cuda
-    if torch.cuda.is_available() and device not in {"cpu", ""}:
-        env["gpu"] = torch.cuda.get_device_name()
+    from fine_yolo.bench.backends import cuda_index
+
+    index = cuda_index(device)
+    if torch.cuda.is_available() and index is not None:
+        env["gpu"] = torch.cuda.get_device_name(index)
         env["cudnn"] = torch.backends.cudnn.version()
     else:
         env["gpu"] = None

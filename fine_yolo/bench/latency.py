@@ -29,12 +29,15 @@ from __future__ import annotations
 
 import sys
 import time
+from collections.abc import Iterator
+from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
 from fine_yolo.bench.backends import FORMATS, PREPARE, is_cuda
-from fine_yolo.bench.env import steady_malloc
+from fine_yolo.bench.env import environment, steady_malloc, warnings_for
 from fine_yolo.bench.stats import interleave, speed_ratio, summarize
+from fine_yolo.export.engine import ENGINE_ALIASES
 
 DEFAULTS: dict[str, Any] = {
     "model": "",
@@ -80,8 +83,20 @@ def default_baseline(model: str) -> str:
     """The baseline of a FINE model name (``yolov8s-fine.yaml`` -> ``yolov8s.yaml``); raises ValueError otherwise."""
     from fine_yolo.models import baseline_name
 
-    name = baseline_name(model)
-    return str(Path(model).with_name(name)) if Path(model).parent != Path(".") else name
+    return str(Path(model).with_name(baseline_name(model)))
+
+
+@contextmanager
+def _torch_threads(threads: int) -> Iterator[int]:
+    """Set torch's intra-op threads (0: keep the current count) for the block; yield the count in use."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(int(threads) or before)
+    try:
+        yield torch.get_num_threads()
+    finally:
+        torch.set_num_threads(before)
 
 
 def run_bench(model: str, baseline: str = "", imgsz: int = 640, format: str = "torch", device: str = "cpu",
@@ -90,52 +105,42 @@ def run_bench(model: str, baseline: str = "", imgsz: int = 640, format: str = "t
               malloc: str = "steady", threads: int = 0, e2e: bool = True, e2e_iters: int = 0, flops: bool = True,
               out: str = "runs/fine_bench", progress: bool = True) -> dict[str, Any]:
     """Prepare, time and summarize ``baseline`` and ``model``; return the result dict (see module doc)."""
-    import torch
-
     from fine_yolo.ultralytics_glue import register
 
-    register()
-    fmt = format.lower()
-    if fmt in {"tensorrt", "trt"}:
-        fmt = "engine"
+    fmt = "engine" if format.lower() in ENGINE_ALIASES else format.lower()
     if fmt not in FORMATS:
         raise ValueError(f"format={format} is not one of {', '.join(FORMATS)}")
-    if fmt == "engine" and not is_cuda(device):
-        device = "0"
+    for name, value, least in (("iters", iters, 1), ("block", block, 1), ("warmup", warmup, 0),
+                               ("e2e_iters", e2e_iters, 0), ("seconds", seconds, 0)):
+        if value < least:
+            raise ValueError(f"{name}={value} must be >= {least}")
     if malloc not in {"steady", "default"}:
         raise ValueError(f"malloc={malloc} is not one of steady, default")
-    allocator = (steady_malloc() if malloc == "steady" else None) or "default"  # what the process really has
+    if fmt == "engine" and not is_cuda(device):  # is_cuda also rejects a device it cannot read
+        device = "0"
+    for source in (model, baseline):
+        if fmt == "torch" and source.endswith((".onnx", ".engine", ".plan")):
+            raise ValueError(f"format=torch times PyTorch models and {source} is an exported file: use format=onnx "
+                             "or format=engine")
     baseline = baseline or default_baseline(model)
-    threads = int(threads) or torch.get_num_threads()
-    threads_before = torch.get_num_threads()
-    torch.set_num_threads(threads)  # one setting for both models (and ONNX Runtime's intra-op pool below)
-    try:
-        return _run(model, baseline, fmt, device, threads, imgsz, half, int8, data, workspace, cuda_graph, iters,
-                    seconds, warmup, block, allocator, e2e, e2e_iters, flops, out, progress)
-    finally:
-        torch.set_num_threads(threads_before)
-
-
-def _run(model: str, baseline: str, fmt: str, device: str, threads: int, imgsz: int, half: bool, int8: bool,
-         data: str, workspace: float, cuda_graph: bool, iters: int, seconds: float, warmup: int, block: int,
-         allocator: str, e2e: bool, e2e_iters: int, flops: bool, out: str, progress: bool) -> dict[str, Any]:
-    from fine_yolo.bench.env import environment, warnings_for
-
+    register()
     env = environment(device=device)
-    env["malloc"] = allocator
-    t_prep = time.perf_counter()
+    env["malloc"] = (steady_malloc() if malloc == "steady" else None) or "default"  # what the process really has
     kw = {"imgsz": imgsz, "device": device, "half": half, "int8": int8, "data": data, "workspace": workspace,
-          "cuda_graph": cuda_graph, "threads": threads, "out_dir": out, "e2e": e2e}
-    _log(f"preparing {baseline} and {model} for format={fmt} on device={device} ...")
-    prepared = {"baseline": PREPARE[fmt](baseline, **kw), "fine": PREPARE[fmt](model, **kw)}
-    t_prep = time.perf_counter() - t_prep
-    net = interleave({k: p.network for k, p in prepared.items()}, iters=iters, seconds=seconds, warmup=warmup,
-                     block=block, progress=progress, desc=f"network {fmt}")
-    e2e_samples = None
-    if e2e and all(p.e2e for p in prepared.values()):
-        e2e_samples = interleave({k: p.e2e for k, p in prepared.items()}, iters=e2e_iters or max(1, iters // 2),
-                                 warmup=min(warmup, 3) or 1, block=block, progress=progress,
-                                 desc=f"end-to-end {fmt}")
+          "cuda_graph": cuda_graph, "out_dir": out, "e2e": e2e}
+    with _torch_threads(threads) as threads:  # one setting for both models (and ONNX Runtime's intra-op pool)
+        t_prep = time.perf_counter()
+        _log(f"preparing {baseline} and {model} for format={fmt} on device={device} ...")
+        prepared = {"baseline": PREPARE[fmt](baseline, threads=threads, **kw),
+                    "fine": PREPARE[fmt](model, threads=threads, **kw)}
+        t_prep = time.perf_counter() - t_prep
+        net = interleave({k: p.network for k, p in prepared.items()}, iters=iters, seconds=seconds, warmup=warmup,
+                         block=block, progress=progress, desc=f"network {fmt}")
+        e2e_samples = None
+        if e2e and all(p.e2e for p in prepared.values()):
+            e2e_samples = interleave({k: p.e2e for k, p in prepared.items()}, iters=e2e_iters or max(1, iters // 2),
+                                     warmup=min(warmup, 3) or 1, block=block, progress=progress,
+                                     desc=f"end-to-end {fmt}")
     models: dict[str, Any] = {}
     for key, p in prepared.items():
         params, gflops = _complexity(p.source, imgsz) if flops else (None, None)
@@ -162,7 +167,7 @@ def _run(model: str, baseline: str, fmt: str, device: str, threads: int, imgsz: 
     return {
         "args": {"model": model, "baseline": baseline, "imgsz": imgsz, "format": fmt, "device": device, "half": half,
                  "int8": int8, "iters": iters, "seconds": seconds, "warmup": warmup, "block": block,
-                 "malloc": allocator, "threads": threads, "cuda_graph": cuda_graph},
+                 "malloc": malloc, "threads": threads, "cuda_graph": cuda_graph},
         "backend_desc": desc,
         "env": env,
         "warnings": warnings_for(env),

@@ -24,7 +24,8 @@ def markdown(result: dict[str, Any]) -> str:
     a = result["args"]
     rows = [
         f"**{a['baseline']} vs {a['model']}** — {result['backend_desc']}, imgsz {a['imgsz']}, batch 1, "
-        f"{result['models']['baseline']['network']['n']} interleaved rounds",
+        f"{result['models']['baseline']['network']['n']} runs per model, interleaved in turns of "
+        f"{a.get('block', 1)}",
         "",
         "| model | params | GFLOPs | latency median (ms) | p90 (ms) | p99 (ms) | FPS | end-to-end median (ms) "
         "| end-to-end FPS |",

@@ -307,7 +307,8 @@ def _remove_outputs(root: Path) -> None:
     for sub in ("images", "labels"):
         for split in SPLITS:
             shutil.rmtree(root / sub / split, ignore_errors=True)
-            (root / sub / f"{split}.cache").unlink(missing_ok=True)
+            if sub == "labels":  # ultralytics caches a detection split as labels/<split>.cache
+                (root / sub / f"{split}.cache").unlink(missing_ok=True)
         if (root / sub).is_dir() and not any((root / sub).iterdir()):
             (root / sub).rmdir()
     shutil.rmtree(root / STAGING, ignore_errors=True)
@@ -315,11 +316,22 @@ def _remove_outputs(root: Path) -> None:
 
 
 def read_manifest(root: str | Path) -> dict | None:
-    """The parsed ``MANIFEST.json`` of a generated dataset, or None if there is none (or it is unreadable)."""
-    try:
-        return json.loads((Path(root) / MANIFEST).read_text())
-    except (OSError, ValueError):
+    """The parsed ``MANIFEST.json`` of a generated dataset, or None if there is none.
+
+    Raises:
+        DatasetMismatchError: the manifest exists but is not a JSON object (named with the parser's line/column).
+    """
+    path = Path(root) / MANIFEST
+    if not path.is_file():
         return None
+    try:
+        manifest = json.loads(path.read_text())
+    except json.JSONDecodeError as e:
+        raise DatasetMismatchError(f"{path}:{e.lineno}:{e.colno}: unreadable manifest ({e.msg}); delete it or pass "
+                                   "overwrite=True to regenerate the dataset") from None
+    if not isinstance(manifest, dict):
+        raise DatasetMismatchError(f"{path}: a manifest must be a JSON object, not {type(manifest).__name__}")
+    return manifest
 
 
 
@@ -350,8 +362,8 @@ def generate(
         raise ValueError(f"imgsz must be >= {MIN_IMGSZ} (objects are {OBJ_MIN}-{OBJ_MAX} px), not {imgsz}")
     params = _params(seed, n_train, n_val, imgsz)
 
-    manifest = read_manifest(root)
-    if manifest is not None and not overwrite:
+    manifest = None if overwrite else read_manifest(root)
+    if manifest is not None:
         found = {key: manifest.get(key) for key in params}
         if found != params:
             raise DatasetMismatchError(

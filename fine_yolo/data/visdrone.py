@@ -213,8 +213,8 @@ def _image_size(path: Path) -> tuple[int, int]:
 
 def read_split(split: str, split_dir: Path) -> tuple[dict[str, ImageRecord], SplitSummary]:
     """Parse every annotation of one split (no writing); return ``{image name: record}`` and its counts."""
+    from tqdm import tqdm
     from ultralytics.data.utils import IMG_FORMATS
-    from ultralytics.utils import TQDM  # ultralytics ships its own bar; tqdm is not one of its dependencies
 
     summary = SplitSummary(split=split, source=split_dir)
     images_dir, ann_dir = split_dir / "images", split_dir / "annotations"
@@ -231,7 +231,7 @@ def read_split(split: str, split_dir: Path) -> tuple[dict[str, ImageRecord], Spl
     summary.annotations_without_image = sorted(anns[s].name for s in anns.keys() - images.keys())
 
     records: dict[str, ImageRecord] = {}
-    for stem in TQDM(sorted(images.keys() & anns.keys()), desc=f"Reading {split}", unit="img"):
+    for stem in tqdm(sorted(images.keys() & anns.keys()), desc=f"Reading {split}", unit="img"):
         src = images[stem]
         width, height = _image_size(src)
         record = ImageRecord(src=src, width=width, height=height)
@@ -347,14 +347,14 @@ def coco_ground_truth(records: dict[str, ImageRecord], names: tuple[str, ...]) -
 
 def write_split(records: dict[str, ImageRecord], summary: SplitSummary, out: Path, link: bool, fill: bool) -> None:
     """Write images (link/copy/filled), labels, and remove what an earlier run left behind for this split."""
+    from tqdm import tqdm
     from ultralytics.data.utils import IMG_FORMATS
-    from ultralytics.utils import TQDM  # ultralytics ships its own bar; tqdm is not one of its dependencies
 
     split = summary.split
     images_dir, labels_dir = out / "images" / split, out / "labels" / split
     images_dir.mkdir(parents=True, exist_ok=True)
     labels_dir.mkdir(parents=True, exist_ok=True)
-    for name, record in TQDM(sorted(records.items()), desc=f"Writing {split}", unit="img"):
+    for name, record in tqdm(sorted(records.items()), desc=f"Writing {split}", unit="img"):
         dst = images_dir / name
         if fill and record.ignored:
             _write_filled(record, dst)

@@ -78,7 +78,10 @@ def engine_preflight(model: str, device: Any = None, imgsz: Any = None, tensorrt
     if dev.startswith("dla") and importlib.util.find_spec("tensorrt") is not None:
         import tensorrt as trt
 
-        core = int(dev.rsplit(":", 1)[-1]) if ":" in dev else 0
+        core_text = dev.rsplit(":", 1)[-1] if ":" in dev else "0"
+        if not core_text.isdigit():
+            raise EngineUnavailableError(f"device={device} is not a DLA core: write dla:0 or dla:1.")
+        core = int(core_text)
         n = trt.Builder(trt.Logger(trt.Logger.ERROR)).num_DLA_cores
         if core >= n:
             raise EngineUnavailableError(
@@ -114,7 +117,7 @@ def toposort_onnx(model) -> bool:
     return True
 
 
-def _precision_kwargs(kwargs: dict[str, Any]) -> dict[str, Any]:
+def precision_kwargs(kwargs: dict[str, Any]) -> dict[str, Any]:
     """Translate half/int8 to ultralytics 8.4's ``quantize`` when it exists (older releases take half/int8)."""
     from ultralytics.cfg import DEFAULT_CFG_DICT
 
@@ -164,7 +167,7 @@ def export_model(model: str, format: str = "onnx", check: bool = True, plain: bo
     from ultralytics import YOLO
 
     yolo = YOLO(model)
-    kwargs = _precision_kwargs(kwargs)
+    kwargs = precision_kwargs(kwargs)
     if is_engine and check:
         # The graph TensorRT will parse: same shape arguments, FP32 (ultralytics builds FP16/INT8 from an FP32 ONNX).
         onnx_kw = {k: v for k, v in kwargs.items() if k in {"imgsz", "dynamic", "batch", "opset", "simplify", "nms"}}
