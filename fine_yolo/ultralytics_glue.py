@@ -18,7 +18,8 @@
 3. ``ultralytics.engine.exporter.Exporter.__call__`` and ``ultralytics.cfg.entrypoint`` (the ``yolo`` command): a
    ``format=engine`` export that is bound to fail here (no CUDA GPU, ``device=cpu``, TensorRT missing and not
    installable by ultralytics) stops with one sentence (:func:`fine_yolo.export.engine.engine_preflight`) instead of
-   ultralytics' ``Invalid CUDA 'device=0' requested`` traceback or a pip install.
+   ultralytics' ``Invalid CUDA 'device=0' requested`` traceback or a pip install. ``Exporter.export_onnx`` re-sorts
+   the nodes of the file it writes, so a CPU FP16 export is valid ONNX.
 
 FINE is also registered with ``torch.serialization.add_safe_globals`` so ``ULTRALYTICS_SAFE_LOAD=1`` loads FINE
 checkpoints. ``register()`` is idempotent; the start-up hook (``fine_yolo._hook``) calls the ``patch_*`` functions
@@ -36,7 +37,7 @@ from types import ModuleType
 from typing import Any, Callable
 
 from fine_yolo.assets import packaged_yaml
-from fine_yolo.export.engine import ENGINE_ALIASES, EngineUnavailableError, engine_preflight
+from fine_yolo.export.engine import ENGINE_ALIASES, EngineUnavailableError, engine_preflight, repair_onnx_order
 
 FINE_ROW = "FINE"
 PROBE_SIZE = 256  # probe image side: a multiple of 32 whose P3..P5 maps hold whole AATS cells for k <= 2
@@ -316,9 +317,26 @@ def wrap_entrypoint(original: Callable) -> Callable:
     return _wrap_once(original, entrypoint)
 
 
+def wrap_export_onnx(original: Callable) -> Callable:
+    """Return an ``Exporter.export_onnx`` whose file is always valid ONNX (nodes in topological order).
+
+    ultralytics' CPU FP16 conversion appends the input/output Casts after the nodes that read them, which
+    ``onnx.checker`` rejects (for every model); the stable re-sort (:func:`fine_yolo.export.engine.repair_onnx_order`)
+    leaves a valid graph untouched. Every export that goes through ONNX (``onnx``, ``engine``, ...) gets it.
+    """
+
+    def export_onnx(self, *args, **kwargs):
+        result = original(self, *args, **kwargs)  # a path, or (path, proto) on older releases
+        repair_onnx_order(Path(result if isinstance(result, (str, Path)) else result[0]))
+        return result
+
+    return _wrap_once(original, export_onnx)
+
+
 def patch_exporter(exporter: ModuleType) -> None:
-    """Make ``ultralytics.engine.exporter.Exporter`` check ``format=engine`` before it starts."""
+    """Make ``ultralytics.engine.exporter.Exporter`` check ``format=engine`` before it starts and write valid ONNX."""
     exporter.Exporter.__call__ = wrap_exporter_call(exporter.Exporter.__call__)
+    exporter.Exporter.export_onnx = wrap_export_onnx(exporter.Exporter.export_onnx)
 
 
 def patch_cfg(cfg: ModuleType) -> None:

@@ -138,6 +138,21 @@ def test_int8_needs_calibration_data():
 # --- ONNX through the wrapper --------------------------------------------------------------------------------------
 
 
+def test_plain_ultralytics_fp16_onnx_export_is_valid_onnx(tmp_path, monkeypatch):
+    """The glue's export_onnx repair reaches every export, a baseline model through ultralytics' own API included."""
+    from ultralytics import YOLO
+
+    from fine_yolo.ultralytics_glue import register
+
+    register()
+    monkeypatch.chdir(tmp_path)
+    path = YOLO("yolov8n.yaml").export(format="onnx", half=True, imgsz=64, device="cpu")
+    model = onnx.load(path)
+    onnx.checker.check_model(model, full_check=True)  # raises on out-of-order nodes
+    assert model.graph.input[0].type.tensor_type.elem_type == TensorProto.FLOAT  # keep_io_types: FP32 in/out
+    assert any(i.data_type == TensorProto.FLOAT16 for i in model.graph.initializer)  # the weights are FP16
+
+
 def test_toposort_repairs_node_order():
     relu = helper.make_node("Relu", ["x"], ["a"], name="first")
     neg = helper.make_node("Neg", ["a"], ["y"], name="second")

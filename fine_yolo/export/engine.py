@@ -13,8 +13,8 @@ on top of it:
   that ``trtexec --loadEngine`` accepts.
 * ``format=onnx`` runs the same offline check on the result and prints it. ultralytics' CPU FP16 conversion
   (``onnxruntime.transformers.float16``, ``keep_io_types=True``) appends the input/output Casts at the end of the node
-  list, which ``onnx.checker`` rejects as not topologically sorted; the wrapper re-sorts the nodes (same graph) so
-  the file is valid ONNX.
+  list, which ``onnx.checker`` rejects as not topologically sorted; the glue's ``Exporter.export_onnx`` wrapper
+  re-sorts the nodes (same graph, :func:`repair_onnx_order`) so the file is valid ONNX, for ``yolo export`` too.
 * ``half=`` / ``int8=`` are passed as ultralytics 8.4's ``quantize=16|8`` when that argument exists (no deprecation
   warning), as themselves on older releases.
 
@@ -175,10 +175,8 @@ def export_model(model: str, format: str = "onnx", check: bool = True, plain: bo
         if not report.ok:
             raise ExportCheckError(report.summary())
     out = Path(yolo.export(format=fmt, **kwargs)).resolve()  # ultralytics returns it relative to the cwd
-    if fmt == "onnx" and out.suffix == ".onnx":
-        _repair_order(out)
-        if check:
-            _check(out, verbose)
+    if fmt == "onnx" and out.suffix == ".onnx" and check:  # node order already repaired by the glue's export_onnx
+        _check(out, verbose)
     if is_engine and plain:
         from fine_yolo.export.trt_runtime import strip_engine_header
 
@@ -188,12 +186,17 @@ def export_model(model: str, format: str = "onnx", check: bool = True, plain: bo
     return out
 
 
-def _repair_order(path: Path) -> None:
+def repair_onnx_order(path: Path) -> bool:
+    """Re-sort the nodes of the ONNX file at ``path`` in place when they are out of order; return whether it was."""
     import onnx
 
+    if path.suffix != ".onnx" or not path.is_file():
+        return False
     proto = onnx.load(str(path))
-    if toposort_onnx(proto):
-        onnx.save(proto, str(path))
+    if not toposort_onnx(proto):
+        return False
+    onnx.save(proto, str(path))
+    return True
 
 
 def _check(path: Path, verbose: bool):
