@@ -84,11 +84,16 @@ def main(argv: list[str] | None = None) -> int:
     if argv and argv[0] in SUBCOMMANDS:
         target, _ = SUBCOMMANDS[argv[0]]
         module, _, func = target.partition(":")
+        from fine_yolo.export.engine import EngineUnavailableError
+
         try:
             return int(getattr(importlib.import_module(module), func)(argv[1:]) or 0)
         except UsageError as e:
             print(f"fine-yolo {argv[0]}: {e}", file=sys.stderr)
             return 2
+        except EngineUnavailableError as e:  # a TensorRT step this machine cannot run: one sentence, no traceback
+            print(f"fine-yolo {argv[0]}: {e}", file=sys.stderr)
+            return 1
     # Everything else is ultralytics' own CLI, with FINE registered first.
     from fine_yolo.ultralytics_glue import register
 

@@ -312,7 +312,7 @@ def wrap_entrypoint(original: Callable) -> Callable:
             return original(*args, **kwargs)
         except EngineUnavailableError as e:
             print(f"ERROR: {e}", file=sys.stderr)
-            raise SystemExit(2) from None
+            raise SystemExit(1) from None  # the same status as `fine-yolo export`
 
     return _wrap_once(original, entrypoint)
 

@@ -286,11 +286,13 @@ def test_bench_engine_without_gpu_says_so(tmp_path, capsys):
 
     if torch.cuda.is_available():
         pytest.skip("checks the answer on a machine without CUDA")
-    from fine_yolo.bench.latency import main
+    from fine_yolo.cli import main
 
-    assert main(["model=yolov8n-fine.yaml", "format=engine", "iters=1", f"out={tmp_path}", "progress=False"]) == 1
+    assert main(["bench", "model=yolov8n-fine.yaml", "format=engine", "iters=1", f"out={tmp_path}",
+                 "progress=False"]) == 1
     err = capsys.readouterr().err.splitlines()[-1]
-    assert err.startswith("fine-yolo bench: format=engine needs an NVIDIA GPU") and "format=onnx or format=torch" in err
+    assert err.startswith("fine-yolo bench: format=engine needs an NVIDIA GPU") and "format=onnx" in err
+    assert not any(tmp_path.iterdir())  # stopped before exporting anything
 
 
 @pytest.mark.gpu

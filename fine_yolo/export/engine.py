@@ -228,9 +228,6 @@ def main(argv: list[str]) -> int:
     try:
         out = export_model(str(args["model"]), str(args["format"]), check=bool(args["check"]),
                            plain=bool(args["plain"]), **passthrough)
-    except EngineUnavailableError as e:
-        print(f"fine-yolo export: {e}", file=sys.stderr)
-        return 1
     except ExportCheckError as e:
         print(f"fine-yolo export: the ONNX graph fails the offline TensorRT check, no engine built:\n{e}",
               file=sys.stderr)

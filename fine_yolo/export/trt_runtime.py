@@ -101,6 +101,8 @@ class TRTRunner:
         self.logger = trt.Logger(trt.Logger.WARNING)
         trt.init_libnvinfer_plugins(self.logger, "")
         self.runtime = trt.Runtime(self.logger)
+        if self.metadata.get("dla") is not None:  # ultralytics records the DLA core an engine was built for
+            self.runtime.DLA_core = int(self.metadata["dla"])
         self.engine = self.runtime.deserialize_cuda_engine(data)
         if self.engine is None:
             raise RuntimeError(f"TensorRT could not deserialize {path} (built by another TensorRT version or GPU?)")
