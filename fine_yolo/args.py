@@ -1,0 +1,121 @@
+"""One argument grammar for every ``fine-yolo`` subcommand: ultralytics' ``key=value`` (``yolo train epochs=3``).
+
+A subcommand declares a :class:`Command`: its keys (each an :class:`Option` with a default and one line of help), an
+example, and the function that runs it. :meth:`Command.parse` types each value after its default (bool accepts
+true/false/1/0/yes/no/on/off), rejects an unknown key with the list of known ones, and names a missing required key.
+A command with ``passthrough`` set forwards every key it does not own to ultralytics, typed by ultralytics' own
+``smart_value`` (the ``yolo`` CLI's rule). ``help``, ``--help`` or ``-h`` anywhere asks for :meth:`Command.usage`.
+No torch or ultralytics import unless a passthrough key is given.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any, Callable
+
+from fine_yolo.errors import UsageError
+
+HELP_TOKENS = frozenset({"help", "--help", "-h"})
+_TRUE, _FALSE = {"1", "true", "yes", "on"}, {"0", "false", "no", "off"}
+
+
+@dataclass(frozen=True)
+class Option:
+    """One ``key=value`` argument: its default (whose type types the value) and one line of help."""
+
+    default: Any
+    help: str
+    required: bool = False
+    choices: tuple[str, ...] = ()
+
+
+@dataclass
+class Command:
+    """A subcommand: its options, an example, and ``run(args, extra) -> exit code``.
+
+    ``args`` holds every option (typed), ``extra`` the passthrough keys (only when ``passthrough`` is set; it says
+    in one line where they go, e.g. "any `yolo train` argument").
+    """
+
+    options: dict[str, Option]
+    run: Callable[[dict[str, Any], dict[str, Any]], int]
+    example: str
+    description: str = ""
+    passthrough: str = ""
+    defaults: dict[str, Any] = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.defaults = {k: o.default for k, o in self.options.items()}
+
+    def wants_help(self, argv: list[str]) -> bool:
+        return any(token in HELP_TOKENS for token in argv)
+
+    def usage(self, name: str, summary: str = "") -> str:
+        """Help text: summary, description, every key with its default and help, the example."""
+        lines = [f"fine-yolo {name}: {summary}" if summary else f"fine-yolo {name}"]
+        if self.description:
+            lines += ["", self.description.strip()]
+        lines += ["", "keys (key=value):"]
+        width = max((len(k) for k in self.options), default=0)
+        for key, opt in self.options.items():
+            default = "required" if opt.required else f"default {opt.default!r}" if opt.default != "" else "optional"
+            choices = f"; one of {', '.join(opt.choices)}" if opt.choices else ""
+            lines.append(f"  {key:<{width}}  {opt.help} ({default}{choices})")
+        if self.passthrough:
+            lines.append(f"  {'...':<{width}}  {self.passthrough}")
+        lines += ["", "example:", f"  {self.example}"]
+        return "\n".join(lines)
+
+    def parse(self, argv: list[str]) -> tuple[dict[str, Any], dict[str, Any]]:
+        """Return (own options typed after their defaults, passthrough keys typed by ultralytics' rule)."""
+        out = dict(self.defaults)
+        extra: dict[str, Any] = {}
+        for token in argv:
+            key, sep, value = token.partition("=")
+            if not sep or not key:
+                raise UsageError(f"argument '{token}' is not key=value")
+            if key in self.options:
+                out[key] = _typed(key, value, self.options[key])
+            elif self.passthrough:
+                from ultralytics.cfg import smart_value  # the `yolo` CLI's own typing of values
+
+                extra[key] = smart_value(value)
+            else:
+                raise UsageError(f"unknown argument '{key}' (known: {', '.join(self.options)})")
+        missing = [k for k, o in self.options.items() if o.required and out.get(k) in (None, "")]
+        if missing:
+            raise UsageError(f"missing required argument(s): {', '.join(f'{k}=...' for k in missing)}")
+        return out, extra
+
+
+def _typed(key: str, value: str, opt: Option) -> Any:
+    default = opt.default
+    if isinstance(default, bool):
+        low = value.lower()
+        if low not in _TRUE | _FALSE:
+            raise UsageError(f"argument '{key}={value}' must be true or false")
+        return low in _TRUE
+    if isinstance(default, int):
+        try:
+            return int(value)
+        except ValueError:
+            raise UsageError(f"argument '{key}={value}' must be an integer") from None
+    if isinstance(default, float):
+        try:
+            return float(value)
+        except ValueError:
+            raise UsageError(f"argument '{key}={value}' must be a number") from None
+    if opt.choices and value not in opt.choices:
+        raise UsageError(f"argument '{key}={value}' must be one of {', '.join(opt.choices)}")
+    return value
+
+
+def split_list(value: str, key: str, cast: Callable[[str], Any] = str) -> list[Any]:
+    """``"0,1,2"`` -> ``[0, 1, 2]`` (with ``cast=int``); an empty item or a bad value names ``key``."""
+    items = [v.strip() for v in str(value).split(",")]
+    if not value or any(not v for v in items):
+        raise UsageError(f"argument '{key}={value}' must be a comma-separated list")
+    try:
+        return [cast(v) for v in items]
+    except ValueError:
+        raise UsageError(f"argument '{key}={value}': cannot read every item as {cast.__name__}") from None
