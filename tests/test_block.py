@@ -11,20 +11,25 @@ import torch.nn.functional as F
 from fine_yolo.nn import FINE
 
 
+def _bias(conv: torch.nn.Conv2d) -> torch.Tensor:
+    """The convolution's bias, zeros where it has none (the current K/V and projection; pre-change modules have one)."""
+    return conv.bias if conv.bias is not None else conv.weight.new_zeros(conv.out_channels)
+
+
 def reference_fine(m: FINE, low: torch.Tensor, high: torch.Tensor) -> torch.Tensor:
-    """Eq. 4-10 written out literally, per head, in the paper's order, with ``m``'s weights."""
+    """Eq. 4-10 written out literally, per head, in the paper's order, with ``m``'s weights (and biases, if any)."""
     c, d, rk = m.c_low, m.head_dim, m.r * m.k
     # eq. 10: project the high-level map first (the paper's order), then eq. 4: AATS average pooling
-    f_high = F.conv2d(high, m.proj_high.weight, m.proj_high.bias) if m.c_high != m.c_low else high
+    f_high = F.conv2d(high, m.proj_high.weight, _bias(m.proj_high)) if m.c_high != m.c_low else high
     f_high_hat = F.avg_pool2d(f_high, m.k) if m.k > 1 else f_high
     f_low_hat = F.avg_pool2d(low, rk)
     b, _, h, w = f_low_hat.shape
     x_low = f_low_hat.flatten(2).transpose(1, 2)  # (B, N_low, C) = Flatten(F^_low)
     x_high = f_high_hat.flatten(2).transpose(1, 2)  # (B, N_high, C)
-    w_q, b_q = m.q.weight[:, :, 0, 0], m.q.bias
+    w_q, b_q = m.q.weight[:, :, 0, 0], _bias(m.q)
     w_k, w_v = m.kv.weight[:c, :, 0, 0], m.kv.weight[c:, :, 0, 0]
-    b_k, b_v = m.kv.bias[:c], m.kv.bias[c:]
-    w_o, b_o = m.out.weight[:, :, 0, 0], m.out.bias
+    b_k, b_v = _bias(m.kv)[:c], _bias(m.kv)[c:]
+    w_o, b_o = m.out.weight[:, :, 0, 0], _bias(m.out)
     q, k, v = x_low @ w_q.T + b_q, x_high @ w_k.T + b_k, x_high @ w_v.T + b_v  # eq. 5
     heads = []
     for i in range(c // d):  # eq. 6, head by head

@@ -16,9 +16,10 @@ Choices where the paper is silent, or where we compute the same maths more cheap
 * **Pool, then project (eq. 10 and 4).** A 1x1 convolution and non-overlapping average pooling are both linear and
   act on different axes, so ``AvgPool(Conv1x1(x)) == Conv1x1(AvgPool(x))`` exactly (the bias included, since the
   average of a constant is that constant). We pool first: the projection then runs on k^2 fewer pixels.
-* **W_Q, W_K, W_V, W_O are stored as 1x1 convolutions with bias**: the same C x C matrices as eq. 5/7, applied per
-  token of the pooled maps (as convolutions in the exported graph, as GEMMs in eager mode; see "Speed" below).
-  W_K and W_V share one convolution with 2C outputs (one GEMM instead of two; the weights are the two C x C blocks).
+* **W_Q, W_K, W_V, W_O are stored as 1x1 convolutions**: the same C x C matrices as eq. 5/7, applied per token of
+  the pooled maps (as convolutions in the exported graph, as GEMMs in eager mode; see "Speed" below). W_K and W_V
+  share one convolution with 2C outputs (one GEMM instead of two; the weights are the two C x C blocks).
+* **Biases** (eq. 5/7 have none; see "Biases" below): W_Q and W_O have one, W_K, W_V and eq. 10's projection none.
 * **The residual is folded into W_O's bias (eq. 7-9).** ``F*M + F == F*(1 + M)``, nearest upsampling commutes
   with adding 1, and ``1 + M^ = W_O x + (b_O + 1)``: one convolution with the bias raised by 1 yields the gain map, and
   one full-resolution multiply applies it. With the identity start below the gain is exactly 1.0 (``0*x + 1``), so
@@ -38,9 +39,27 @@ Choices where the paper is silent, or where we compute the same maths more cheap
   bottom/right, so those pixels pass through unchanged. (A Pad op appears in an exported graph only when the traced
   size needs it; YOLO feature maps at stride multiples never do.)
 
+Biases. A bias on K adds ``q_i . b_k`` to every logit of query i, which softmax ignores, so it is dead (its gradient is
+zero up to rounding). Softmax rows sum to 1, so a bias on V comes out of the attention unchanged and W_O maps it to
+the constant ``W_O b_v``: the same function as b_O raised by that much. Eq. 10's bias reaches K (dead) and V (the same
+constant). These three are therefore not stored: the block computes exactly the functions it could with them, with
+3C parameters fewer. The two kept are not redundant: b_Q adds ``b_Q . k_j`` to every logit, a learned content prior
+over the keys, and b_O is the per-channel offset of M, which also carries the residual's ``+1`` in the exported
+graph; both start at zero (b_O) or PyTorch's default (b_Q), and cost nothing in the exported graph's layer count.
+
+Modules built before that change keep working unchanged: a checkpoint pickles the whole module, so an unpickled
+pre-change FINE has biased K/V (and projection) convolutions, and both code paths apply whatever bias each
+convolution has (bit-identical outputs). ``load_state_dict`` of a pre-change state dict (keys ``kv.bias``,
+``proj_high.bias``) into a new module folds those biases into b_O (``b_O + W_O (b_v + W_v b_p)``, exact in exact
+arithmetic) instead of failing on unexpected keys. ultralytics' ``pretrained=`` transfer matches names and shapes and
+never passes keys the new model lacks, so from a pre-change checkpoint it transfers everything except that V offset.
+
 Speed (same maths, different kernels; see README "Speed"). Two code paths compute identical values up to float
-summation order, chosen by whether the block is being traced (``torch.jit.is_tracing()``: ONNX, TorchScript and every
-ultralytics export that goes through them):
+summation order, chosen by whether an exporter is recording the block: TorchScript tracing or scripting
+(``torch.jit``; ``torch.onnx.export(dynamo=False)`` and every ultralytics export that goes through it),
+``torch.onnx.export(dynamo=True)`` (``torch.onnx.is_in_onnx_export()``) and ``torch.export``
+(``torch.compiler.is_exporting()``; the dynamo ONNX exporter goes through it too). ``torch.compile`` without export
+runs the eager form.
 
 * **Exported graph** (tuned for ONNX Runtime's CPU provider and TensorRT): ``AveragePool -> Conv`` (q; eq. 10 and
   K/V folded into one conv with weight ``W_kv W_p``, exact since both are linear, one layer less at the same
@@ -52,10 +71,15 @@ ultralytics export that goes through them):
 * **Eager PyTorch**: the projections are GEMMs (``F.linear``) on the pooled NCHW maps read as transposed (N x C)
   views, so Q, K and V come out token-major with unit stride on the head dim, which is what SDPA's fused (flash)
   CPU/GPU kernel needs (its math fallback is ~6x slower on CPU), with no layout copies; W_O is one batched GEMM whose
-  output is already the NCHW gain map. This is 10-18% faster than 1x1 convolutions plus ``.contiguous()`` copies on
-  CPU. Average pooling (:class:`AATSPool`) is computed as k strided row sums and k column sums, and eq. 8-9 as one
-  broadcast multiply of ``low`` viewed as (rk rows x W) by the gain repeated along W only, instead of materialising
-  the upsampled map (``F.interpolate`` on CPU costs more than the multiply).
+  output is already the NCHW gain map. On CPU this measured 10-18% faster than 1x1 convolutions plus
+  ``.contiguous()`` copies.
+* **CPU-only kernels, chosen by device** (:data:`_TUNED_DEVICES`): on CPU tensors, average pooling
+  (:class:`AATSPool`) is k strided row sums and k column sums, and eq. 8-9 is one broadcast multiply of ``low``
+  viewed as (rk rows x W) by the gain repeated along W only, instead of materialising the upsampled map: PyTorch's
+  CPU ``avg_pool2d`` and ``interpolate`` kernels measured 2-5x and ~2x slower than these on FINE's maps. On every
+  other device (CUDA training above all) PyTorch's standard kernels run (``F.avg_pool2d``, ``F.interpolate`` + a
+  multiply), exactly as in the exported graph: the tuned forms were measured on CPU only, and on a GPU they would
+  launch 2k small kernels where one suffices. Both forms give the same values up to float summation order (tested).
 
 Shapes: ``low`` is (B, c_low, H, W); ``high`` is (B, c_high, H/r, W/r) (any size whose pooled token grid is
 non-empty is accepted by the block; the ultralytics glue checks the r x relation at model build time); the output is
@@ -68,28 +92,43 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from fine_yolo.nn.bias_fold import fold_pre_change_biases
+
 __all__ = ["FINE", "AATSPool"]
 
 
-def _traced() -> bool:
-    """Whether we are being traced/scripted (ONNX/TorchScript export): then the plain, exportable ops are used."""
-    return torch.jit.is_tracing() or torch.jit.is_scripting()
+_is_exporting = getattr(torch.compiler, "is_exporting", lambda: False)  # torch >= 2.5 (torch.export)
+
+# Devices on which the CPU-tuned eager kernels run (see module doc); elsewhere PyTorch's standard kernels. A seam:
+# tests empty it to run the standard path on CPU.
+_TUNED_DEVICES = frozenset({"cpu"})
+
+
+def _exporting() -> bool:
+    """Whether an exporter is recording the block (TorchScript, dynamo ONNX, ``torch.export``): then the plain,
+    exportable ops are used."""
+    return torch.jit.is_tracing() or torch.jit.is_scripting() or torch.onnx.is_in_onnx_export() or _is_exporting()
+
+
+def _tuned(x: torch.Tensor) -> bool:
+    """Whether the CPU-tuned eager kernels apply to ``x``: eager mode, on a device in :data:`_TUNED_DEVICES`."""
+    return x.device.type in _TUNED_DEVICES and not _exporting()
 
 
 class AATSPool(nn.AvgPool2d):
     """``nn.AvgPool2d(k)`` (non-overlapping, floor mode, no padding) with a faster eager path.
 
-    Eager: the mean of each k x k window as k row-slice sums then k column-slice sums (contiguous, vectorized adds),
-    2-5x faster than PyTorch's CPU ``avg_pool2d`` kernel on FINE's maps; the same value up to float summation order.
-    Traced (export): ``F.avg_pool2d``, i.e. ONNX ``AveragePool`` (ceil_mode=0, no pads), which TensorRT and ONNX
-    Runtime implement well.
+    Eager on CPU: the mean of each k x k window as k row-slice sums then k column-slice sums (contiguous, vectorized
+    adds), 2-5x faster than PyTorch's CPU ``avg_pool2d`` kernel on FINE's maps; the same value up to float summation
+    order. Exported, and on other devices: ``F.avg_pool2d``, i.e. ONNX ``AveragePool`` (ceil_mode=0, no pads), which
+    TensorRT and ONNX Runtime implement well.
     """
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         k = self.kernel_size
         b, c, big_h, big_w = x.shape
         h, w = big_h // k, big_w // k
-        if _traced() or h == 0 or w == 0:
+        if not _tuned(x) or h == 0 or w == 0:
             return super().forward(x)
         rows = x[..., : h * k, : w * k].reshape(b, c, h, k, w * k)  # a view when the map is contiguous
         row_sums = _sum(rows.unbind(3))  # (B, C, h, W): the k rows of each window added
@@ -127,14 +166,16 @@ class FINE(nn.Module):
             raise ValueError(f"FINE c_low={c_low} is not divisible by head_dim={head_dim}")
         self.c_low, self.c_high, self.k, self.r, self.head_dim = c_low, c_high, k, r, head_dim
         self.heads = c_low // head_dim
-        # eq. 10: plain 1x1 projection of the high-level map into the low-level channel space (no BN, no activation).
-        self.proj_high = nn.Conv2d(c_high, c_low, 1) if c_high != c_low else nn.Identity()
+        # eq. 10: plain 1x1 projection of the high-level map into the low-level channel space (no BN, no activation;
+        # no bias: it would reach only K, where softmax ignores it, and V, where b_O subsumes it; see module doc).
+        self.proj_high = nn.Conv2d(c_high, c_low, 1, bias=False) if c_high != c_low else nn.Identity()
         # eq. 4: AATS, parameter-free non-overlapping average pooling (floor mode; TensorRT-exact).
         self.pool_high = AATSPool(k) if k > 1 else nn.Identity()
         self.pool_low = AATSPool(r * k)
-        # eq. 5 / 7: C x C projections with bias, as 1x1 convolutions on the token maps. K and V share one conv.
+        # eq. 5 / 7: C x C projections as 1x1 convolutions on the token maps. K and V share one conv, without bias
+        # (K's is dead under softmax, V's is subsumed by b_O); Q and O keep theirs (module doc, "Biases").
         self.q = nn.Conv2d(c_low, c_low, 1)
-        self.kv = nn.Conv2d(c_low, 2 * c_low, 1)
+        self.kv = nn.Conv2d(c_low, 2 * c_low, 1, bias=False)
         self.out = nn.Conv2d(c_low, c_low, 1)
         if zero_init:
             nn.init.zeros_(self.out.weight)
@@ -142,6 +183,23 @@ class FINE(nn.Module):
 
     def extra_repr(self) -> str:
         return f"c_low={self.c_low}, c_high={self.c_high}, k={self.k}, r={self.r}, heads={self.heads}"
+
+    def _load_from_state_dict(self, state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys,
+                              error_msgs) -> None:
+        """torch's per-module loading hook: a pre-change state dict's K/V/eq. 10 biases are folded into b_O first.
+
+        torch calls this on the block before its children, with the dict the children then read, so the fold
+        (:func:`fine_yolo.nn.bias_fold.fold_pre_change_biases`) is what they load.
+        """
+        has_proj = isinstance(self.proj_high, nn.Conv2d)
+        problem = fold_pre_change_biases(
+            state_dict, prefix, self.c_low, has_proj, kv_bias=self.kv.bias is not None,
+            proj_bias=has_proj and self.proj_high.bias is not None,
+        )
+        if problem:
+            error_msgs.append(problem)
+        super()._load_from_state_dict(state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys,
+                                      error_msgs)
 
     def _gain(self, low: torch.Tensor, high: torch.Tensor) -> torch.Tensor:
         """Return the gain map ``1 + M^`` (eq. 4-7, residual folded in) on the token grid: (B, C, H // rk, W // rk)."""
@@ -153,7 +211,7 @@ class FINE(nn.Module):
             )
         low_t = self.pool_low(low)  # (B, C, h, w), h = H // rk
         high_t = self.pool_high(high)  # (B, c_high, hh, ww), hh = H_high // k
-        if _traced():
+        if _exporting():
             return self._gain_graph(low_t, high_t)
         return self._gain_eager(low_t, high_t)
 
@@ -162,12 +220,15 @@ class FINE(nn.Module):
         b, c, h, w = low_t.shape
         n_high = high_t.shape[-2] * high_t.shape[-1]
         if isinstance(self.proj_high, nn.Conv2d):
-            # eq. 10 folded into the K/V projection: W_kv (W_p x + b_p) + b_kv is one conv with weight W_kv W_p and
-            # bias W_kv b_p + b_kv (both linear, same multiply-adds since c_high x 2C == c_high x C + C x 2C when
-            # c_high = 2C, one layer less). The products of constants are folded at export.
+            # eq. 10 folded into the K/V projection: W_kv W_p x is one conv with weight W_kv W_p (both linear, same
+            # multiply-adds since c_high x 2C == c_high x C + C x 2C when c_high = 2C, one layer less). The product
+            # of constants is folded at export. A pre-change module's biases b_p, b_kv fold to W_kv b_p + b_kv.
             w_kv = self.kv.weight.flatten(1)
             weight = (w_kv @ self.proj_high.weight.flatten(1))[..., None, None]
-            kv = F.conv2d(high_t, weight, w_kv @ self.proj_high.bias + self.kv.bias)
+            bias = None if self.proj_high.bias is None else w_kv @ self.proj_high.bias
+            if self.kv.bias is not None:
+                bias = self.kv.bias if bias is None else bias + self.kv.bias
+            kv = F.conv2d(high_t, weight, bias)
         else:
             kv = self.kv(high_t)
         # A 1x1 conv output viewed as (B, heads, d, N) is Q_i^T / K_i^T / V_i^T per head (channel c belongs to head
@@ -212,9 +273,9 @@ class FINE(nn.Module):
         gain = self._gain(low, high)  # 1 + M^: the residual's 1 folded into W_O's bias (see module doc)
         b, c, big_h, big_w = low.shape
         h, w = gain.shape[-2:]
-        if not _traced() and big_h == h * rk and big_w == w * rk and low.is_contiguous():
-            # eq. 8-9 without materialising the upsampled map: repeat the gain along W only (a coarse-height map),
-            # then broadcast it over the rk rows of each cell. Same products as Resize + Mul, bit for bit.
+        if _tuned(low) and big_h == h * rk and big_w == w * rk and low.is_contiguous():
+            # eq. 8-9 without materialising the upsampled map (CPU): repeat the gain along W only (a coarse-height
+            # map), then broadcast it over the rk rows of each cell. Same products as Resize + Mul, bit for bit.
             gain_w = gain.repeat_interleave(rk, dim=-1)  # (B, C, h, W)
             return (low.view(b, c, h, rk, big_w) * gain_w.unsqueeze(3)).view(b, c, big_h, big_w)
         gain = F.interpolate(gain, scale_factor=rk, mode="nearest")  # eq. 8
