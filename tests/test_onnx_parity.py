@@ -78,3 +78,51 @@ def test_fine_model_exported_by_ultralytics_matches_pytorch(tmp_path):
     out = sess.run(None, {sess.get_inputs()[0].name: x.numpy()})[0]
     assert out.shape == ref.shape == (1, 84, 1344)
     np.testing.assert_allclose(out, ref, rtol=1e-3, atol=1e-3)
+
+
+@pytest.mark.parametrize("dynamic", [False, True])
+def test_block_without_projection_export_matches_pytorch(tmp_path, dynamic):
+    """c_low == c_high (yolo12's second stage, v8 l/x): no eq. 10 conv, K/V straight from the pooled high map."""
+    torch.manual_seed(0)
+    m = FINE(64, 64, k=2, zero_init=False).eval()
+    assert isinstance(m.proj_high, torch.nn.Identity)
+    low, high = torch.randn(1, 64, 32, 40), torch.randn(1, 64, 16, 20)
+    path = tmp_path / f"fine_noproj_{dynamic}.onnx"
+    _export_block(m, low, high, path, dynamic)
+    convs = [n for n in onnx.load(str(path)).graph.node if n.op_type == "Conv"]
+    assert len(convs) == 3  # q, kv, out: nothing for eq. 10
+    with torch.no_grad():
+        np.testing.assert_allclose(_ort(path, low, high), m(low, high).numpy(), rtol=1e-4, atol=1e-5)
+
+
+# Ops that only FINE's eager form produces when an exporter records it (strided sums, broadcast multiply, baddbmm).
+_EAGER_ONLY_ONNX = {"Gemm", "Expand", "Gather", "Einsum"}
+
+
+@pytest.mark.parametrize(("c_high", "k"), [(128, 1), (128, 2), (64, 2)])
+def test_dynamo_onnx_export_takes_the_graph_form_and_matches_pytorch(tmp_path, c_high, k):
+    """``torch.onnx.export(dynamo=True)`` (torch's default from 2.9) records the exported form, not the eager one."""
+    pytest.importorskip("onnxscript", reason="the dynamo ONNX exporter needs onnxscript (pip install onnxscript)")
+    torch.manual_seed(0)
+    m = FINE(64, c_high, k=k, zero_init=False).eval()
+    low, high = torch.randn(1, 64, 32, 40), torch.randn(1, c_high, 16, 20)
+    path = tmp_path / "fine_dynamo.onnx"
+    torch.onnx.export(m, (low, high), str(path), input_names=["low", "high"], output_names=["out"],
+                      opset_version=18, dynamo=True, verbose=False)
+    ops = [n.op_type for n in onnx.load(str(path)).graph.node]
+    assert ops.count("AveragePool") == (2 if k > 1 else 1) and "Resize" in ops and ops.count("Conv") == 3
+    assert not set(ops) & (_EAGER_ONLY_ONNX | {"Attention", "Loop", "If"})
+    with torch.no_grad():
+        np.testing.assert_allclose(_ort(path, low, high), m(low, high).numpy(), rtol=1e-4, atol=1e-5)
+
+
+def test_torch_export_records_the_graph_form_and_runs_like_eager():
+    torch.manual_seed(0)
+    m = FINE(64, 128, k=2, zero_init=False).eval()
+    low, high = torch.randn(1, 64, 32, 40), torch.randn(1, 128, 16, 20)
+    ep = torch.export.export(m, (low, high))
+    ops = {str(n.target) for n in ep.graph.nodes if n.op == "call_function"}
+    assert {"aten.avg_pool2d.default", "aten.conv2d.default", "aten.upsample_nearest2d.vec"} <= ops
+    assert not ops & {"aten.baddbmm.default", "aten.linear.default", "aten.repeat_interleave.self_int"}
+    with torch.no_grad():
+        torch.testing.assert_close(ep.module()(low, high), m(low, high), rtol=1e-5, atol=1e-5)
