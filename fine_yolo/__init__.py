@@ -4,8 +4,6 @@ Importing this package is cheap (no torch, no ultralytics): the start-up hook im
 ``FINE`` and ``register`` are loaded on first access.
 """
 
-from __future__ import annotations
-
 __version__ = "0.1.0"
 __all__ = ["FINE", "register", "__version__"]
 
@@ -16,7 +14,7 @@ def __getattr__(name: str):
 
         return FINE
     if name == "register":
-        from fine_yolo.ultralytics_glue import register
+        from fine_yolo.glue import register
 
         return register
     raise AttributeError(f"module 'fine_yolo' has no attribute '{name}'")

@@ -1,53 +1,66 @@
 """The start-up hook: make ultralytics FINE-aware in every interpreter, at no cost until ultralytics is imported.
 
-``fine_yolo_startup.pth`` (installed at the site-packages root) calls :func:`install` at interpreter start. It adds a
-meta-path finder that does nothing but compare module names until one of the ultralytics modules in ``_TARGETS`` is
-imported; right after each of them has executed, the matching patch of
-``fine_yolo.ultralytics_glue`` is applied. Importing torch or ultralytics here would cost every Python process more
-than a second; this costs microseconds.
+``fine_yolo_startup.pth`` (installed at the site-packages root) checks the ``FINE_YOLO_HOOK`` switch and, when it is
+on, calls :func:`install`. That adds a meta-path finder which only compares module names until one of the
+ultralytics modules in :data:`PATCHES` is imported; right after such a module has executed, the ``patch(module)``
+of each glue module listed for it runs. Importing torch, ultralytics, or even ``importlib.abc`` (about 59 modules,
+14 ms on Python 3.11) here would cost every Python process; this module imports nothing beyond ``sys`` and ``os``,
+which the interpreter has already loaded (a test checks it).
 
 The hook can never break ultralytics: every failure becomes one warning and ultralytics runs unpatched. Turn it off
 with ``FINE_YOLO_HOOK=0`` and use the ``fine-yolo`` console script (or ``fine_yolo.register()``) instead.
 """
 
-from __future__ import annotations
-
-import importlib.abc
 import os
 import sys
-import warnings
 
-# module name -> name of the glue function applied right after the module has executed
-_TARGETS = {
-    "ultralytics.utils.checks": "patch_checks",
-    "ultralytics.nn.tasks": "patch_tasks",
-    "ultralytics.engine.exporter": "patch_exporter",
-    "ultralytics.cfg": "patch_cfg",
-}
-_OFF = {"0", "false", "no", "off"}
+# What the hook applies, and why: (ultralytics module, glue module whose patch(module) runs right after it, reason).
+# fine_yolo.glue.register() applies the same table eagerly.
+PATCHES = (
+    ("ultralytics.utils.checks", "fine_yolo.glue.bare_names",
+     "bare names of the shipped YAMLs (yolov8s-fine.yaml, fine-synth.yaml) resolve from any directory"),
+    ("ultralytics.utils.checks", "fine_yolo.glue.font",
+     "offline, a local font stands in for the Arial download (online: ultralytics' own behaviour)"),
+    ("ultralytics.nn.tasks", "fine_yolo.glue.fine_rows",
+     "FINE rows in model YAMLs; FINE modules allowed in weights_only checkpoint loading"),
+    ("ultralytics.engine.exporter", "fine_yolo.glue.engine_preflight",
+     "format=engine that is bound to fail here stops with one sentence before anything runs"),
+    ("ultralytics.engine.exporter", "fine_yolo.glue.onnx_order",
+     "FP16 ONNX files of FINE models are written in topological order (valid ONNX)"),
+    ("ultralytics.cfg", "fine_yolo.glue.entrypoint",
+     "the yolo command prints that sentence instead of a traceback"),
+)
+_TARGETS = {target for target, _, _ in PATCHES}
+OFF_VALUES = ("0", "false", "no", "off")  # fine_yolo_startup.pth repeats this tuple (a test checks they agree)
 
 
 def enabled() -> bool:
     """Whether the hook is on (``FINE_YOLO_HOOK`` unset or not one of 0/false/no/off)."""
-    return os.environ.get("FINE_YOLO_HOOK", "1").strip().lower() not in _OFF
+    return os.environ.get("FINE_YOLO_HOOK", "1").strip().lower() not in OFF_VALUES
 
 
-def _apply(fullname: str, module) -> None:
-    try:
-        from fine_yolo import ultralytics_glue
+def apply(fullname: str, module) -> None:
+    """Run every patch listed for ultralytics module ``fullname`` on ``module``; a failure is one warning."""
+    import importlib
 
-        getattr(ultralytics_glue, _TARGETS[fullname])(module)
-    except Exception as e:  # never let FINE break ultralytics
-        warnings.warn(
-            f"fine_yolo could not register FINE with {fullname} ({type(e).__name__}: {e}); ultralytics runs without "
-            "FINE. Use `fine-yolo` instead of `yolo`, or call fine_yolo.register().",
-            RuntimeWarning,
-            stacklevel=2,
-        )
+    for target, glue, _ in PATCHES:
+        if target != fullname:
+            continue
+        try:
+            importlib.import_module(glue).patch(module)
+        except Exception as e:  # never let FINE break ultralytics
+            import warnings
+
+            warnings.warn(
+                f"fine_yolo could not apply {glue} to {fullname} ({type(e).__name__}: {e}); ultralytics runs without "
+                "it. Use `fine-yolo` instead of `yolo`, or call fine_yolo.register().",
+                RuntimeWarning,
+                stacklevel=2,
+            )
 
 
-class _Loader(importlib.abc.Loader):
-    """Delegates to the real loader, then applies the patch."""
+class _Loader:
+    """Delegates to the real loader, then applies the patches (the two methods of the loader protocol)."""
 
     def __init__(self, loader, fullname: str) -> None:
         self._loader, self._fullname = loader, fullname
@@ -57,13 +70,15 @@ class _Loader(importlib.abc.Loader):
 
     def exec_module(self, module) -> None:
         self._loader.exec_module(module)
-        _apply(self._fullname, module)
+        apply(self._fullname, module)
 
-    def __getattr__(self, name: str):  # get_source, get_filename, ... of the real loader
+    def __getattr__(self, name: str):  # get_source, get_filename, get_resource_reader, ... of the real loader
         return getattr(self._loader, name)
 
 
-class _Finder(importlib.abc.MetaPathFinder):
+class _Finder:
+    """A meta-path finder (only ``find_spec`` is required): answers for the patched modules, None for the rest."""
+
     def find_spec(self, fullname, path, target=None):
         if fullname not in _TARGETS:
             return None
@@ -82,7 +97,7 @@ def install() -> None:
     """Install the hook (idempotent). Modules already imported are patched at once."""
     if not enabled() or any(isinstance(f, _Finder) for f in sys.meta_path):
         return
-    for fullname in _TARGETS:
+    for fullname in sorted(_TARGETS):
         if fullname in sys.modules:
-            _apply(fullname, sys.modules[fullname])
+            apply(fullname, sys.modules[fullname])
     sys.meta_path.insert(0, _Finder())

@@ -38,7 +38,3 @@ def packaged_yaml(name: str) -> Path | None:
                 return path
     return None
 
-
-def model_yamls() -> list[Path]:
-    """All packaged model YAMLs, sorted by name."""
-    return sorted((cfg_dir() / "models").glob("*.yaml"))

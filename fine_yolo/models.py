@@ -11,6 +11,12 @@ from __future__ import annotations
 import re
 from pathlib import Path
 
+from fine_yolo.errors import UsageError
+
+
+class ModelNameError(UsageError):
+    """A model name that does not follow ``<baseline>-fine.yaml``."""
+
 # fine YAML name -> (upstream YAML relative to ultralytics/cfg/models, [(low row, high row, k), ...])
 FINE_MODELS: dict[str, tuple[str, list[tuple[int, int, int]]]] = {
     "yolov8-fine.yaml": ("v8/yolov8.yaml", [(6, 9, 1), (4, 12, 2)]),
@@ -30,7 +36,7 @@ def baseline_name(fine_model: str) -> str:
     """``yolov8s-fine.yaml`` -> ``yolov8s.yaml``; ``yolo12n-fine.yaml`` -> ``yolo12n.yaml``."""
     name = Path(fine_model).name
     if "-fine" not in name:
-        raise ValueError(f"'{fine_model}' is not a FINE model name (expected '<baseline>-fine.yaml')")
+        raise ModelNameError(f"'{fine_model}' is not a FINE model name (expected '<baseline>-fine.yaml')")
     return name.replace("-fine", "")
 
 

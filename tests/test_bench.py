@@ -225,13 +225,12 @@ def test_markdown_report_like_table_1():
     (["format=tflite"], "format=tflite is not one of"),
     (["model=x-fine.onnx", "baseline=x.onnx"], "x-fine.onnx is an exported file"),
 ])
-def test_bench_bad_arguments_are_usage_errors_before_any_work(argv, message, tmp_path):
-    from fine_yolo.bench.latency import main
-    from fine_yolo.cli import UsageError
+def test_bench_bad_arguments_are_usage_errors_before_any_work(argv, message, tmp_path, capsys):
+    from fine_yolo.cli import run_subcommand
 
     args = ["model=yolov8n-fine.yaml", "format=torch", f"out={tmp_path}"]
-    with pytest.raises(UsageError, match=message):
-        main(args + argv)
+    assert run_subcommand("bench", args + argv) == 2
+    assert message in capsys.readouterr().err
     assert not any(tmp_path.iterdir())  # nothing prepared or exported
 
 
@@ -240,11 +239,12 @@ def test_bench_bad_arguments_are_usage_errors_before_any_work(argv, message, tmp
 
 @pytest.mark.parametrize("fmt", ["torch", "onnx"])
 def test_bench_runs_end_to_end_on_cpu(tmp_path, fmt, capsys):
-    from fine_yolo.bench.latency import main
+    from fine_yolo.cli import run_subcommand
 
     out_json = tmp_path / "bench.json"
-    rc = main(["model=yolov8n-fine.yaml", f"format={fmt}", "imgsz=96", "iters=4", "warmup=1", "block=2", "e2e_iters=2",
-               "threads=1", f"out={tmp_path}", f"json={out_json}", "progress=False"])
+    rc = run_subcommand("bench", ["model=yolov8n-fine.yaml", f"format={fmt}", "imgsz=96", "iters=4", "warmup=1",
+                                  "block=2", "e2e_iters=2", "threads=1", f"out={tmp_path}", f"json={out_json}",
+                                  "progress=False"])
     assert rc == 0
     text = capsys.readouterr().out
     assert "| yolov8n |" in text and "| yolov8n-fine |" in text and "baseline / FINE" in text
@@ -269,16 +269,14 @@ def test_bench_runs_end_to_end_on_cpu(tmp_path, fmt, capsys):
     assert r["env"]["torch"] and "cpu" in r["env"]
 
 
-def test_bench_usage_errors():
-    from fine_yolo.bench.latency import main
-    from fine_yolo.cli import UsageError
+def test_bench_usage_errors(capsys):
+    from fine_yolo.cli import run_subcommand
 
-    with pytest.raises(UsageError, match="model"):
-        main([])
-    with pytest.raises(UsageError, match="format"):
-        main(["model=yolov8n-fine.yaml", "format=tflite", "iters=1"])
-    with pytest.raises(UsageError, match="FINE model name"):
-        main(["model=yolov8n.yaml", "iters=1"])  # no baseline= and not a FINE name
+    for argv, message in (([], "missing required argument(s): model=..."),
+                          (["model=yolov8n-fine.yaml", "format=tflite", "iters=1"], "format=tflite is not one of"),
+                          (["model=yolov8n.yaml", "iters=1"], "is not a FINE model name")):  # no baseline=
+        assert run_subcommand("bench", argv) == 2
+        assert message in capsys.readouterr().err
 
 
 def test_bench_engine_without_gpu_says_so(tmp_path, capsys):
@@ -324,10 +322,10 @@ def test_jetson_script_uses_only_known_bench_arguments():
     import re
     from pathlib import Path
 
-    from fine_yolo.bench.latency import DEFAULTS
+    from fine_yolo.bench.latency import COMMAND
 
     script = (Path(__file__).parents[1] / "scripts" / "jetson_table1.sh").read_text()
     call = script[script.index("fine-yolo bench model=") : script.index("| tee")]
     keys = set(re.findall(r"(\w+)=", call))
-    assert keys and keys <= set(DEFAULTS), keys - set(DEFAULTS)
+    assert keys and keys <= set(COMMAND.options), keys - set(COMMAND.options)
     assert {"format", "half", "cuda_graph", "model", "baseline"} <= keys

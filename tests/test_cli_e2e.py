@@ -99,8 +99,8 @@ def test_hook_off_plain_yolo_fails_and_fine_yolo_works(tmp_path):
 def test_hook_failure_warns_and_never_breaks_ultralytics():
     from fine_yolo import _hook
 
-    with pytest.warns(RuntimeWarning, match="could not register FINE"):
-        _hook._apply("ultralytics.nn.tasks", object())  # a 'module' without parse_model
+    with pytest.warns(RuntimeWarning, match="could not apply fine_yolo.glue.fine_rows to ultralytics.nn.tasks"):
+        _hook.apply("ultralytics.nn.tasks", object())  # a 'module' without parse_model
 
 
 @pytest.mark.slow

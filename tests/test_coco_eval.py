@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from fine_yolo.cli import UsageError
+from fine_yolo.cli import run_subcommand
 from fine_yolo.eval import coco
 
 # Hand-made pair. Image 1, category 1: g1 = [10,10,20,20] (area 400, small), g2 = [100,100,50,50] (area 2500, medium).
@@ -109,7 +109,7 @@ def test_category_errors_and_ambiguity_note() -> None:
         coco.evaluate(pred, _coco80_gt(), cats="ids")
     with pytest.raises(coco.CocoEvalError, match="category ids 500 are not ground-truth category ids"):
         coco.evaluate([{**pred[0], "category_id": 500}], _coco80_gt())
-    with pytest.raises(UsageError, match="cats=bogus"):
+    with pytest.raises(coco.CocoEvalError, match="cats=bogus"):
         coco.evaluate(pred, _coco80_gt(), cats="bogus")
     r = coco.evaluate([{**pred[0], "category_id": 1}], _coco80_gt())  # 1 is both a COCO id and a class + 1
     assert r["category_ids"] == "ids" and any("cats=index1" in n for n in r["notes"])
@@ -192,17 +192,19 @@ def test_file_errors_name_the_file(tmp_path: Path) -> None:
 
 def test_cli_writes_json(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     pred, gt = _write(tmp_path / "predictions.json", HAND_PRED), _write(tmp_path / "gt.json", HAND_GT)
-    assert coco.main([f"pred={pred}", f"gt={gt}"]) == 0
+    assert run_subcommand("coco-eval", [f"pred={pred}", f"gt={gt}"]) == 0
     text = capsys.readouterr().out
-    assert "AP50:95    0.8020   80.20" in text and "APs        0.1500   15.00" in text
+    assert "| AP50:95 | 0.8020 | 80.20 |" in text and "| APs | 0.1500 | 15.00 |" in text
     written = json.loads((tmp_path / "coco_eval.json").read_text())
     assert written["metrics"] == pytest.approx(HAND_AP) and written["evaluator"].startswith("pycocotools")
-    assert coco.main([f"pred={pred}", f"gt={gt}", f"json={tmp_path / 'sub' / 'r.json'}"]) == 0
+    assert run_subcommand("coco-eval", [f"pred={pred}", f"gt={gt}", f"json={tmp_path / 'sub' / 'r.json'}"]) == 0
     assert (tmp_path / "sub" / "r.json").is_file()
-    assert coco.main([f"pred={tmp_path / 'nope.json'}", f"gt={gt}"]) == 1
+    assert run_subcommand("coco-eval", [f"pred={tmp_path / 'nope.json'}", f"gt={gt}"]) == 1
     assert f"{tmp_path / 'nope.json'}: cannot read" in capsys.readouterr().err
-    with pytest.raises(UsageError, match="missing required"):
-        coco.main([f"pred={pred}"])
+    assert run_subcommand("coco-eval", [f"pred={pred}"]) == 2
+    assert "fine-yolo coco-eval: missing required argument(s): gt=..." in capsys.readouterr().err
+    assert run_subcommand("coco-eval", [f"pred={pred}", f"gt={gt}", "cats=bogus"]) == 2
+    assert "'cats=bogus' must be one of auto, ids, index1, index0" in capsys.readouterr().err
 
 
 def _random_pair(seed: int) -> tuple[dict, list[dict]]:

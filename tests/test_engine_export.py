@@ -13,7 +13,9 @@ import pytest
 from conftest import offline_env
 from onnx import TensorProto, helper
 
-from fine_yolo.export.engine import EngineUnavailableError, engine_preflight, export_model, toposort_onnx
+from fine_yolo.export.engine import export_model
+from fine_yolo.export.onnx_order import toposort_onnx
+from fine_yolo.export.preflight import EngineUnavailableError, engine_preflight
 from fine_yolo.export.trt_check import check_onnx
 from fine_yolo.export.trt_runtime import engine_bytes, read_engine_header, strip_engine_header, write_engine
 
@@ -123,7 +125,7 @@ def test_plain_yolo_export_engine_without_gpu_ends_with_a_sentence(tmp_path):
 def test_python_export_engine_on_cpu_raises_the_sentence():
     from ultralytics import YOLO
 
-    from fine_yolo.ultralytics_glue import register
+    from fine_yolo.glue import register
 
     register()
     with pytest.raises(EngineUnavailableError, match="cannot use device=cpu"):
@@ -142,7 +144,7 @@ def test_plain_ultralytics_fp16_onnx_export_is_valid_onnx(tmp_path, monkeypatch)
     """The glue's export_onnx repair reaches every export, a baseline model through ultralytics' own API included."""
     from ultralytics import YOLO
 
-    from fine_yolo.ultralytics_glue import register
+    from fine_yolo.glue import register
 
     register()
     monkeypatch.chdir(tmp_path)
@@ -193,9 +195,9 @@ def test_onnx_export_static_dynamic_fp32_fp16(export_dir, dynamic, half, capsys)
 
 
 def test_cli_export_onnx(export_dir, capsys):
-    from fine_yolo.export.engine import main
+    from fine_yolo.cli import run_subcommand
 
-    assert main(["model=yolov8n-fine.yaml", "format=onnx", "imgsz=128", "opset=17"]) == 0
+    assert run_subcommand("export", ["model=yolov8n-fine.yaml", "format=onnx", "imgsz=128", "opset=17"]) == 0
     out = capsys.readouterr().out
     assert "PASS" in out and "opset 17" in out
     assert (export_dir / "yolov8n-fine.onnx").is_file()

@@ -1,25 +1,39 @@
-"""The reproduction scripts: dry-run checks, identical settings for baseline and FINE, and the results table."""
+"""`fine-yolo reproduce`: dry-run checks, identical settings for baseline and FINE, and the results table."""
 
 from __future__ import annotations
 
-import importlib.util
 import json
 import subprocess
 from pathlib import Path
-from types import ModuleType
 
 import pytest
 
-from fine_yolo import recipes
+import fine_yolo.recipes as recipes
+from fine_yolo.cli import run_subcommand
+from fine_yolo.errors import UsageError
 
-SCRIPTS = Path(__file__).resolve().parents[1] / "scripts"
+
+def _kv(argv: list[str]) -> list[str]:
+    """``["--dry-run", "--data", "d.yaml"]`` -> ``["dry_run=True", "data=d.yaml"]`` (the recipes' old flags)."""
+    out, i = [], 0
+    while i < len(argv):
+        key = argv[i].removeprefix("--").replace("-", "_")
+        if key == "dry_run":
+            out.append("dry_run=True")
+            i += 1
+        else:
+            out.append(f"{key}={argv[i + 1]}")
+            i += 2
+    return out
 
 
-def _script(name: str) -> ModuleType:
-    spec = importlib.util.spec_from_file_location(name, SCRIPTS / f"{name}.py")
-    module = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(module)
-    return module
+def _reproduce(recipe: str, argv: list[str]) -> int:
+    return run_subcommand("reproduce", [recipe, *_kv(argv)])
+
+
+def _build(recipe: str, argv: list[str]) -> recipes.Recipe:
+    args, _ = recipes.COMMAND.parse([recipe, *_kv(argv)])
+    return recipes.build(recipe, args)
 
 
 @pytest.fixture
@@ -58,7 +72,7 @@ def _split(argv: list[str]) -> dict[str, str]:
 def test_table1_dry_run(dataset: tuple[Path, Path], tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     data, gt = dataset
     argv = ["--dry-run", "--data", str(data), "--gt", str(gt), "--project", str(tmp_path / "p")]
-    assert _script("reproduce_table1_coco").main(argv) == 0
+    assert _reproduce("table1", argv) == 0
     out = capsys.readouterr().out
     assert "[MISSING]" not in out and "all checks passed" in out
     for model in ("yolov8s", "yolov10s", "yolo12s"):
@@ -70,7 +84,7 @@ def test_table1_dry_run(dataset: tuple[Path, Path], tmp_path: Path, capsys: pyte
 
 def test_table1_pairs_differ_only_in_model(dataset: tuple[Path, Path], tmp_path: Path) -> None:
     data, gt = dataset
-    recipe, _ = _script("reproduce_table1_coco").build(["--data", str(data), "--gt", str(gt)])
+    recipe = _build("table1", ["--data", str(data), "--gt", str(gt)])
     runs = {r.name: r for r in recipe.runs}
     assert list(runs) == ["yolov8s", "yolov8s-fine", "yolov10s", "yolov10s-fine", "yolo12s", "yolo12s-fine"]
     for base, epochs in (("yolov8s", "500"), ("yolov10s", "500"), ("yolo12s", "600")):
@@ -98,14 +112,14 @@ def test_table1_pairs_differ_only_in_model(dataset: tuple[Path, Path], tmp_path:
         e = _split(eval_f)
         assert eval_f[:2] == ["fine-yolo", "coco-eval"] and e["gt"] == str(gt)
         assert e["pred"] == str(recipe.project / f"{base}-fine-val" / "predictions.json")
-    recipe, _ = _script("reproduce_table1_coco").build(["--data", str(data), "--epochs", "3"])
+    recipe = _build("table1", ["--data", str(data), "--epochs", "3"])
     assert {_split(recipes.commands(recipe, r)[0][1])["epochs"] for r in recipe.runs} == {"3"}
 
 
 @pytest.mark.usefixtures("no_subprocess")
 def test_dry_run_reports_missing_paths(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     data = tmp_path / "missing.yaml"
-    rc = _script("reproduce_table8_visdrone").main(["--dry-run", "--data", str(data), "--project", str(tmp_path)])
+    rc = _reproduce("table8", ["--dry-run", "--data", str(data), "--project", str(tmp_path)])
     out = capsys.readouterr().out
     assert rc == 1
     assert f"[MISSING] data YAML {data}: data YAML {data} not found" in out
@@ -129,7 +143,7 @@ def test_finetune_dry_run(dataset: tuple[Path, Path], tmp_path: Path, capsys: py
         "--weights",
         str(weights),
     ]
-    assert _script("finetune_from_baseline").main(argv) == 0
+    assert _reproduce("finetune", argv) == 0
     out = capsys.readouterr().out
     assert out.count(f"[ok] checkpoint {weights}") == 1
     assert f"yolo val model={weights} " in out  # the official checkpoint is evaluated as it is
@@ -137,7 +151,7 @@ def test_finetune_dry_run(dataset: tuple[Path, Path], tmp_path: Path, capsys: py
         assert f"yolo train model={model} data={data} imgsz=640 epochs=30 " in out
     assert out.count(f"pretrained={weights}") == 2
     argv = ["--dry-run", "--data", str(data), "--gt", str(gt), "--base", "yolo12s", "--steps", "train"]
-    assert _script("finetune_from_baseline").main(argv) in (0, 1)
+    assert _reproduce("finetune", argv) in (0, 1)
     out = capsys.readouterr().out
     assert "[download] checkpoint yolo12s.pt" in out or "[ok] checkpoint yolo12s.pt" in out
     assert "model=yolo12s-fine.yaml" in out and "yolo val" not in out
@@ -168,7 +182,7 @@ def test_table8_run_and_table(monkeypatch: pytest.MonkeyPatch, dataset: tuple[Pa
     monkeypatch.setattr(recipes.subprocess, "run", _fake_runner(calls, metrics))
     project = tmp_path / "p"
     argv = ["--data", str(data), "--gt", str(gt), "--project", str(project), "--pretrained", "yolov8s.pt"]
-    assert _script("reproduce_table8_visdrone").main(argv) == 0
+    assert _reproduce("table8", argv) == 0
     assert [c[:2] for c in calls] == [["yolo", "train"], ["yolo", "val"], ["fine-yolo", "coco-eval"]] * 2
     assert all("pretrained=yolov8s.pt" in c for c in calls if c[1] == "train")
     table = (project / "results.md").read_text()
@@ -178,7 +192,7 @@ def test_table8_run_and_table(monkeypatch: pytest.MonkeyPatch, dataset: tuple[Pa
     assert "Not evaluated yet" not in table
 
     calls.clear()  # only the table: nothing is run, the same table comes back
-    assert _script("reproduce_table8_visdrone").main([*argv, "--steps", "table"]) == 0
+    assert _reproduce("table8", [*argv, "--steps", "table"]) == 0
     assert calls == [] and (project / "results.md").read_text() == table
 
 
@@ -189,14 +203,14 @@ def test_failure_stops_with_a_rerun_hint(
     calls: list[list[str]] = []
     monkeypatch.setattr(recipes.subprocess, "run", _fake_runner(calls, {}, fail="name=yolov8s-fine"))
     argv = ["--data", str(data), "--gt", str(gt), "--project", str(tmp_path / "p"), "--steps", "train,table"]
-    assert _script("reproduce_table8_visdrone").main(argv) == 3
+    assert _reproduce("table8", argv) == 3
     assert len(calls) == 2 and not (tmp_path / "p" / "results.md").exists()
-    assert "--models yolov8s-fine --steps train,val,eval,table" in capsys.readouterr().out
+    assert "models=yolov8s-fine steps=train,val,eval,table" in capsys.readouterr().out
 
 
 def test_collect_marks_missing_runs(dataset: tuple[Path, Path], tmp_path: Path) -> None:
     data, gt = dataset
-    recipe, _ = _script("reproduce_table1_coco").build(
+    recipe = _build("table1",
         ["--data", str(data), "--gt", str(gt), "--project", str(tmp_path)]
     )
     (tmp_path / "yolov8s-fine-val").mkdir()
@@ -208,8 +222,10 @@ def test_collect_marks_missing_runs(dataset: tuple[Path, Path], tmp_path: Path) 
     assert "Not evaluated yet (—): yolov8s, yolov10s, yolov10s-fine, yolo12s, yolo12s-fine." in table
 
 
-def test_unknown_models_and_steps(tmp_path: Path) -> None:
-    with pytest.raises(SystemExit, match="unknown --models nope"):
-        _script("reproduce_table8_visdrone").main(["--dry-run", "--models", "nope", "--project", str(tmp_path)])
-    with pytest.raises(SystemExit, match="unknown --steps bake"):
-        _script("reproduce_table8_visdrone").main(["--dry-run", "--steps", "bake", "--project", str(tmp_path)])
+def test_unknown_models_steps_and_recipe(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    assert _reproduce("table8", ["--dry-run", "--models", "nope", "--project", str(tmp_path)]) == 2
+    assert "fine-yolo reproduce: unknown models=nope; choose from yolov8s, yolov8s-fine" in capsys.readouterr().err
+    assert _reproduce("table8", ["--dry-run", "--steps", "bake", "--project", str(tmp_path)]) == 2
+    assert "unknown steps=bake; choose from train, val, eval, table" in capsys.readouterr().err
+    with pytest.raises(UsageError, match="recipe=table9' must be one of table1, table8, finetune"):
+        recipes.COMMAND.parse(["table9"])

@@ -13,6 +13,7 @@ import numpy as np
 import pytest
 import yaml
 
+from fine_yolo.cli import run_subcommand
 from fine_yolo.data import synthetic
 from fine_yolo.data.synthetic import CLASS_NAMES, DatasetMismatchError, generate, render
 
@@ -209,23 +210,24 @@ def test_interrupted_generation_is_redone(tmp_path: Path, monkeypatch: pytest.Mo
 
 
 def test_cli(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
-    assert synthetic.main([f"out={tmp_path}", "seed=3", "n_train=3", "n_val=2"]) == 0
+    assert run_subcommand("synth", [f"out={tmp_path}", "seed=3", "n_train=3", "n_val=2"]) == 0
     out = capsys.readouterr().out
     m = synthetic.read_manifest(tmp_path)
     per = {n: m["counts"]["train"]["per_class"][n] + m["counts"]["val"]["per_class"][n] for n in CLASS_NAMES}
     assert "3 train + 2 val images (256x256, seed 3)" in out and f"boat={per['boat']}," in out
-    assert synthetic.main([f"out={tmp_path}", "seed=4", "n_train=3", "n_val=2"]) == 1  # mismatch: error, no rewrite
+    # a dataset made with other settings: an error, no rewrite
+    assert run_subcommand("synth", [f"out={tmp_path}", "seed=4", "n_train=3", "n_val=2"]) == 1
     assert "overwrite=true" in capsys.readouterr().err
-    from fine_yolo.cli import UsageError
-
-    with pytest.raises(UsageError, match="unknown argument 'sed'"):
-        synthetic.main(["sed=3"])
+    assert run_subcommand("synth", ["sed=3"]) == 2
+    assert "unknown argument 'sed' (known: out, seed, n_train" in capsys.readouterr().err
+    assert run_subcommand("synth", [f"out={tmp_path / 'x'}", "n_train=0"]) == 2
+    assert "n_train and n_val must be >= 1" in capsys.readouterr().err
 
 
 def test_ultralytics_check_det_dataset_generates_on_first_use(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     import ultralytics.data.utils as udu  # its check_font is the glue's: no download attempt (test_yolo_models)
 
-    from fine_yolo.ultralytics_glue import register
+    from fine_yolo.glue import register
 
     register()
     # The shipped download snippet runs verbatim; only its generate() is made small to keep the test fast.

@@ -9,7 +9,8 @@ import onnx
 import pytest
 from onnx import TensorProto, helper, numpy_helper
 
-from fine_yolo.export.trt_check import check_onnx, load_allowlist, main
+from fine_yolo.cli import run_subcommand
+from fine_yolo.export.trt_check import check_onnx, load_allowlist
 from fine_yolo.models import FINE_MODELS
 
 F32 = TensorProto.FLOAT
@@ -164,12 +165,14 @@ def test_cli_exit_codes_and_json(tmp_path, capsys):
     onnx.save(_attention_model(), good)
     onnx.save(_model([helper.make_node("Relu", ["x"], ["y"])], [_vi("x", [1])], [_vi("y", [1])], opset=21), bad)
     out_json = tmp_path / "r.json"
-    assert main([str(good), f"json={out_json}"]) == 0
+    assert run_subcommand("check-onnx", [str(good), f"json={out_json}"]) == 0
     assert "PASS" in capsys.readouterr().out
     data = json.loads(out_json.read_text())
     assert data["ok"] is True and data["attention"][0]["fused_form"] is True
-    assert main([f"model={bad}"]) == 1
+    assert run_subcommand("check-onnx", [f"model={bad}"]) == 1
     assert "FAIL" in capsys.readouterr().out
+    assert run_subcommand("check-onnx", [str(tmp_path / "none.onnx")]) == 2
+    assert f"model={tmp_path / 'none.onnx'}: no such file" in capsys.readouterr().err
 
 
 # --- every shipped FINE YAML, exported by ultralytics -------------------------------------------------------------

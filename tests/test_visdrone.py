@@ -5,6 +5,8 @@ from __future__ import annotations
 import hashlib
 import json
 import os
+import re
+import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -13,6 +15,7 @@ import cv2
 import numpy as np
 import pytest
 
+from fine_yolo.cli import run_subcommand
 from fine_yolo.data import visdrone as vd
 
 W, H = 100, 80  # fixture image size (width, height)
@@ -214,36 +217,44 @@ def test_malformed_line_stops_with_file_and_line(source: Path, tmp_path: Path, r
 def test_cli(source: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
     from ultralytics.utils import YAML
 
-    from fine_yolo.cli import UsageError
-
     out = tmp_path / "out"
-    assert vd.main([f"source={source}", f"out={out}", "splits=train,val", "link=false", "coco_json=false"]) == 0
+    argv = [f"source={source}", f"out={out}", "splits=train,val", "link=false", "coco_json=false"]
+    assert run_subcommand("visdrone", argv) == 0
     text = capsys.readouterr().out
     assert "images are copies" in text and "zero_size" in text and str(out.resolve() / vd.YAML_NAME) in text
     assert not (out / "annotations").exists() and not (out / "images" / "test").exists()
     assert "test" not in YAML.load(out / vd.YAML_NAME)
 
     (source / "VisDrone2019-DET-train" / "annotations" / "a.txt").write_text("1,2,3\n")
-    assert vd.main([f"source={source}", f"out={tmp_path / 'o2'}"]) == 1
+    assert run_subcommand("visdrone", [f"source={source}", f"out={tmp_path / 'o2'}"]) == 1
     assert f"{source}/VisDrone2019-DET-train/annotations/a.txt:1:" in capsys.readouterr().err
     broken = source / "VisDrone2019-DET-val" / "images" / "v.jpg"
     broken.write_bytes(b"not a jpeg")
-    assert vd.main([f"source={source}", f"out={tmp_path / 'o3'}", "splits=val"]) == 1
+    assert run_subcommand("visdrone", [f"source={source}", f"out={tmp_path / 'o3'}", "splits=val"]) == 1
     assert f"{broken}: cannot read the image" in capsys.readouterr().err
     _image(broken.with_suffix(".png"), 5)  # v.jpg and v.png would share labels/val/v.txt
-    with pytest.raises(UsageError, match=r"share a file stem.*'v.jpg', 'v.png'"):
-        vd.main([f"source={source}", f"out={tmp_path / 'o3'}", "splits=val"])
-    with pytest.raises(UsageError, match="missing required"):
-        vd.main([f"source={source}"])
-    with pytest.raises(UsageError, match="splits"):
-        vd.main([f"source={source}", f"out={out}", "splits=train,bogus"])
-    with pytest.raises(UsageError, match="splits=train,val"):
-        (source / "VisDrone2019-DET-test-dev" / "images" / "t.jpg").unlink()
-        (source / "VisDrone2019-DET-test-dev" / "annotations" / "t.txt").unlink()
-        for d in ("images", "annotations"):
-            (source / "VisDrone2019-DET-test-dev" / d).rmdir()
-        (source / "VisDrone2019-DET-test-dev").rmdir()
-        vd.main([f"source={source}", f"out={out}"])
+    assert run_subcommand("visdrone", [f"source={source}", f"out={tmp_path / 'o3'}", "splits=val"]) == 1
+    assert re.search(r"share a file stem.*'v.jpg', 'v.png'", capsys.readouterr().err)
+    assert run_subcommand("visdrone", [f"source={source}"]) == 2
+    assert "missing required argument(s): out=..." in capsys.readouterr().err
+    assert run_subcommand("visdrone", [f"source={source}", f"out={out}", "splits=train,bogus"]) == 1
+    assert "splits must be a comma-separated subset of train,val,test, got train,bogus" in capsys.readouterr().err
+
+
+def test_missing_test_split_converts_the_others(source: Path, tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
+    """Most users download train and val only: those are converted, the absent split is named, and the data YAML
+    lists what was converted; asking for the absent split explicitly is still an error."""
+    from ultralytics.utils import YAML
+
+    shutil.rmtree(source / "VisDrone2019-DET-test-dev")
+    out = tmp_path / "out"
+    assert run_subcommand("visdrone", [f"source={source}", f"out={out}", "coco_json=false"]) == 0
+    text = capsys.readouterr().out
+    assert "not converted: test (VisDrone2019-DET-test-dev)" in text
+    data = YAML.load(out / vd.YAML_NAME)
+    assert (data.get("train"), data.get("val"), "test" in data) == ("images/train", "images/val", False)
+    assert run_subcommand("visdrone", [f"source={source}", f"out={tmp_path / 'o2'}", "splits=train,test"]) == 1
+    assert "convert the others with splits=train" in capsys.readouterr().err
 
 
 @pytest.mark.slow

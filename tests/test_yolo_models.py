@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import os
-import re
 
 import pytest
 import torch
@@ -11,9 +10,9 @@ import yaml
 from ultralytics import YOLO
 
 from fine_yolo.assets import cfg_dir
+from fine_yolo.glue.fine_rows import FINERowError
 from fine_yolo.models import FINE_MODELS, baseline_name, render_fine_yaml, upstream_text
 from fine_yolo.nn import FINE
-from fine_yolo.ultralytics_glue import FINERowError
 
 SCALED = [f"yolov8{s}-fine.yaml" for s in "nsmlx"] + [f"yolov10{s}-fine.yaml" for s in "nsmblx"]
 SCALED += [f"yolo12{s}-fine.yaml" for s in "nsmlx"]
@@ -125,10 +124,15 @@ def baseline_name_to_fine(base: str) -> str:
 
 def test_bare_names_resolve_from_any_directory(tmp_path, monkeypatch):
     monkeypatch.chdir(tmp_path)
-    for name in ("yolov8s-fine.yaml", "yolov12s-fine.yaml", "yolo12s-fine.yaml", "yolov10b-fine.yaml"):
+    for name, base in (("yolov8s-fine.yaml", "yolov8s.yaml"), ("yolov12s-fine.yaml", "yolo12s.yaml"),
+                       ("yolo12s-fine.yaml", "yolo12s.yaml"), ("yolov10b-fine.yaml", "yolov10b.yaml")):
         model = YOLO(name, verbose=False)
-        assert len(_fine_modules(model)) == 2
-        assert model.model.yaml["scale"] == re.search(r"(\d+)([nsmblx])-", name).group(2) or name.startswith("yolov10b")
+        fine = _fine_modules(model)
+        assert len(fine) == 2
+        # the right scale: the baseline layers hold exactly the baseline's parameters
+        n_fine = sum(p.numel() for m in fine for p in m.parameters())
+        n_base = sum(p.numel() for p in YOLO(base, verbose=False).model.parameters())
+        assert sum(p.numel() for p in model.model.parameters()) - n_fine == n_base, name
 
 
 def _yaml(tmp_path, rows: list[str]) -> str:
@@ -188,13 +192,16 @@ def test_fine_row_in_last_position_is_rejected(tmp_path):
         DetectionModel(_yaml(tmp_path, rows), verbose=False)
 
 
-def test_font_lookup_never_downloads(monkeypatch, tmp_path):
-    """ultralytics' check_font fetches Arial.ttf even offline; through the glue a missing font is matplotlib's."""
+def test_font_lookup_offline_never_downloads_and_online_is_ultralytics(monkeypatch, tmp_path):
+    """Offline (this test session: YOLO_OFFLINE=1), a missing font is matplotlib's DejaVu Sans and nothing touches the
+    network; online, ultralytics' own check_font answers (Arial Unicode for CJK labels), and only when its download
+    returns nothing does the stand-in answer."""
     import ultralytics.data.utils as data_utils
     import ultralytics.utils.checks as checks
     import ultralytics.utils.downloads as downloads
 
-    from fine_yolo.ultralytics_glue import register, wrap_check_font
+    from fine_yolo.glue import register
+    from fine_yolo.glue.font import wrap_check_font
 
     register()
 
@@ -206,7 +213,13 @@ def test_font_lookup_never_downloads(monkeypatch, tmp_path):
     for check_font in (checks.check_font, data_utils.check_font):  # the module that imported it by name too
         path = check_font("NoSuchFont-fine-yolo.ttf")
         assert path.endswith("DejaVuSans.ttf") and os.path.exists(path)
-    # A font that is on the machine (here: in the config dir) is still ultralytics' own answer.
+    # Offline, a font in the config dir is found where ultralytics would find it, without calling the original.
     (tmp_path / "Local.ttf").write_bytes(b"")
-    wrapped = wrap_check_font(lambda font: f"original:{font}", tmp_path)
-    assert wrapped("Local.ttf") == "original:Local.ttf"
+    offline = wrap_check_font(no_network, tmp_path, online=lambda: False)
+    assert offline("Local.ttf") == str(tmp_path / "Local.ttf")
+    # Online: the original decides, even for a font that is not here (it would download Arial.Unicode.ttf).
+    calls = []
+    online = wrap_check_font(lambda font: calls.append(font) or f"downloaded:{font}", tmp_path, online=lambda: True)
+    assert online("Arial.Unicode.ttf") == "downloaded:Arial.Unicode.ttf" and calls == ["Arial.Unicode.ttf"]
+    failed = wrap_check_font(lambda font: None, tmp_path, online=lambda: True)  # the download failed
+    assert failed("Arial.Unicode.ttf").endswith("DejaVuSans.ttf")

@@ -30,7 +30,9 @@ from typing import Any, Callable
 
 import torch
 
+from fine_yolo.args import Command, Option
 from fine_yolo.paper import TABLE3, TABLE3_BASE_FPS
+from fine_yolo.tables import markdown_table, num
 
 
 @dataclass
@@ -56,8 +58,8 @@ def model_stages(model: str = "yolov8s-fine.yaml", imgsz: int = 640) -> list[Sta
     """The FINE stages of ``model`` with the map sizes they see at ``imgsz`` (read off the built model)."""
     from ultralytics import YOLO
 
+    from fine_yolo.glue import register
     from fine_yolo.nn import FINE
-    from fine_yolo.ultralytics_glue import register
 
     register()
     net = YOLO(model).model.eval()
@@ -189,35 +191,31 @@ def reductions(aats: dict[str, float], vanilla: dict[str, float]) -> dict[str, f
 
 def table(rows: list[dict[str, Any]]) -> str:
     """Markdown table of :func:`compare_stage` rows plus a total and the paper's Table 3 reductions."""
-    lines = ["| stage | attention | GFLOPs | peak activation (MB) | latency (ms) |", "|---|---|---|---|---|"]
+    cells = []
     tot = {n: {"gflops": 0.0, "peak_mb": 0.0, "latency_ms": 0.0} for n in ("vanilla", "aats")}
     for r in rows:
         for n in ("vanilla", "aats"):
             c = r[n]
-            lat = "-" if c["latency_ms"] is None else f"{c['latency_ms']:.2f}"
-            lines.append(f"| {r['stage']['name']} | {n} | {c['gflops']:.3f} | {c['peak_mb']:.2f} | {lat} |")
+            cells.append([r["stage"]["name"], n, f"{c['gflops']:.3f}", f"{c['peak_mb']:.2f}",
+                          num(c["latency_ms"], ".2f")])
             tot[n]["gflops"] += c["gflops"]
             tot[n]["peak_mb"] = max(tot[n]["peak_mb"], c["peak_mb"])  # stages run one after the other
             tot[n]["latency_ms"] = (tot[n]["latency_ms"] + c["latency_ms"]) if c["latency_ms"] is not None else None
     red = reductions(tot["aats"], tot["vanilla"])
 
     def pct(x):
-        return "-" if x is None else f"-{100 * x:.1f}%"
+        return None if x is None else f"-{100 * x:.1f}%"
 
-    lines.append(f"| **all stages** | AATS vs vanilla | **{pct(red['gflops'])}** | **{pct(red['peak_mb'])}** "
-                 f"| **{pct(red['latency_ms'])}** |")
+    cells.append(["**all stages**", "AATS vs vanilla", f"**{pct(red['gflops'])}**", f"**{pct(red['peak_mb'])}**",
+                  f"**{pct(red['latency_ms'])}**"])
     paper = reductions(TABLE3["aats"], TABLE3["vanilla"])
-    lines.append(f"| paper Table 3 (RT-DETR R18) | AATS vs vanilla | {pct(paper['gflops'])} | {pct(paper['peak_mb'])} "
-                 f"| {TABLE3_BASE_FPS} -> {TABLE3['aats']['fps']} FPS vs {TABLE3_BASE_FPS} -> "
-                 f"{TABLE3['vanilla']['fps']} FPS |")
-    return "\n".join(lines)
+    cells.append(["paper Table 3 (RT-DETR R18)", "AATS vs vanilla", pct(paper["gflops"]), pct(paper["peak_mb"]),
+                  f"{TABLE3_BASE_FPS} -> {TABLE3['aats']['fps']} FPS vs {TABLE3_BASE_FPS} -> "
+                  f"{TABLE3['vanilla']['fps']} FPS"])
+    return markdown_table(["stage", "attention", "GFLOPs", "peak activation (MB)", "latency (ms)"], cells)
 
 
-def main(argv: list[str]) -> int:
-    """``fine-yolo attention-cost [model=yolov8s-fine.yaml] [imgsz=640] [iters=10] [threads=N] [json=PATH]``."""
-    from fine_yolo.cli import parse_kv
-
-    args = parse_kv(argv, {"model": "yolov8s-fine.yaml", "imgsz": 640, "iters": 10, "threads": 0, "json": ""})
+def _run(args: dict, extra: dict) -> int:
     if args["threads"]:
         torch.set_num_threads(int(args["threads"]))
     rows = [compare_stage(s, iters=int(args["iters"])) for s in model_stages(str(args["model"]), int(args["imgsz"]))]
@@ -225,3 +223,16 @@ def main(argv: list[str]) -> int:
     if args["json"]:
         Path(str(args["json"])).write_text(json.dumps({"args": args, "rows": rows, "paper": TABLE3}, indent=2))
     return 0
+
+
+COMMAND = Command(
+    options={
+        "model": Option("yolov8s-fine.yaml", "FINE model whose stages are measured"),
+        "imgsz": Option(640, "input size"),
+        "iters": Option(10, "timed runs per block"),
+        "threads": Option(0, "torch CPU threads (0: torch's default)"),
+        "json": Option("", "write rows and the paper's numbers as JSON here"),
+    },
+    run=_run,
+    example="fine-yolo attention-cost model=yolov8s-fine.yaml imgsz=640 json=cost.json",
+)

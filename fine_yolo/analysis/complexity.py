@@ -15,7 +15,10 @@ import json
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from fine_yolo.args import Command, Option
+from fine_yolo.errors import FineYoloError
 from fine_yolo.paper import TABLE1
+from fine_yolo.tables import markdown_table, millions, signed, signed_millions
 
 
 @dataclass
@@ -55,11 +58,7 @@ def measure(model_name: str, imgsz: int = 640) -> Complexity:
 
 def overhead_table(pairs: list[tuple[str, str]], imgsz: int = 640) -> tuple[list[dict], str]:
     """Measure (baseline, FINE) pairs; return rows for JSON and a markdown table with the paper's overheads beside."""
-    rows, lines = [], [
-        "| model | params | GFLOPs (thop) | GFLOPs (torch) | FINE params | FINE GFLOPs (torch) | Δparams | ΔGFLOPs "
-        "| paper Δparams | paper ΔGFLOPs |",
-        "|---|---|---|---|---|---|---|---|---|---|",
-    ]
+    rows, cells = [], []
     for base_name, fine_name in pairs:
         b, f = measure(base_name, imgsz), measure(fine_name, imgsz)
         key = Path(base_name).stem
@@ -70,25 +69,37 @@ def overhead_table(pairs: list[tuple[str, str]], imgsz: int = 640) -> tuple[list
             row["paper_d_params_m"] = round(paper_fine["params_m"] - paper["params_m"], 2)
             row["paper_d_gflops"] = round(paper_fine["gflops"] - paper["gflops"], 2)
         rows.append(row)
-        paper_cells = f"+{row['paper_d_params_m']:.1f}M | +{row['paper_d_gflops']:.1f}G" if paper else "- | -"
-        lines.append(
-            f"| {key} | {b.params / 1e6:.2f}M | {b.gflops_thop:.1f} | {b.gflops_torch:.1f} | {f.params / 1e6:.2f}M "
-            f"| {f.gflops_torch:.1f} | +{row['d_params'] / 1e6:.2f}M | +{row['d_gflops_torch']:.2f}G "
-            f"| {paper_cells} |"
-        )
-    return rows, "\n".join(lines)
+        cells.append([
+            key, millions(b.params), f"{b.gflops_thop:.1f}", f"{b.gflops_torch:.1f}", millions(f.params),
+            f"{f.gflops_torch:.1f}", signed_millions(row["d_params"]), f"{signed(row['d_gflops_torch'], '.2f')}G",
+            f"{row['paper_d_params_m']:+.1f}M" if paper else None, f"{row['paper_d_gflops']:+.1f}G" if paper else None,
+        ])
+    header = ["model", "params", "GFLOPs (thop)", "GFLOPs (torch)", "FINE params", "FINE GFLOPs (torch)", "Δparams",
+              "ΔGFLOPs", "paper Δparams", "paper ΔGFLOPs"]
+    return rows, markdown_table(header, cells)
 
 
-def main(argv: list[str]) -> int:
-    """``fine-yolo flops models=a.yaml,a-fine.yaml[,b.yaml,b-fine.yaml] imgsz=640 json=PATH``."""
-    from fine_yolo.cli import UsageError, parse_kv
+class FlopsArgumentError(FineYoloError, ValueError):
+    exit_code = 2
 
-    args = parse_kv(argv, {"models": "yolov8s.yaml,yolov8s-fine.yaml", "imgsz": 640, "json": ""})
+
+def _run(args: dict, extra: dict) -> int:
     names = [m for m in str(args["models"]).split(",") if m]
     if len(names) % 2:
-        raise UsageError("models= takes pairs: baseline,fine[,baseline,fine...]")
+        raise FlopsArgumentError("models= takes pairs: baseline,fine[,baseline,fine...]")
     rows, table = overhead_table(list(zip(names[::2], names[1::2])), args["imgsz"])
     print(table)
     if args["json"]:
         Path(args["json"]).write_text(json.dumps(rows, indent=2))
     return 0
+
+
+COMMAND = Command(
+    options={
+        "models": Option("yolov8s.yaml,yolov8s-fine.yaml", "comma-separated pairs baseline,fine[,baseline,fine...]"),
+        "imgsz": Option(640, "input size"),
+        "json": Option("", "write the rows as JSON here"),
+    },
+    run=_run,
+    example="fine-yolo flops models=yolov8s.yaml,yolov8s-fine.yaml,yolo12s.yaml,yolo12s-fine.yaml",
+)

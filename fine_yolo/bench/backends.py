@@ -207,7 +207,7 @@ def prepare_engine(model: str, imgsz: int = 640, device: str = "0", half: bool =
                    data: str = "", workspace: float = 0.0, cuda_graph: bool = False,
                    out_dir: str | Path = "runs/fine_bench", e2e: bool = True, **_: Any) -> Prepared:
     """TensorRT: build the engine with ultralytics (unless an ``.engine`` is given) and run it with the runtime."""
-    from fine_yolo.export.engine import engine_preflight
+    from fine_yolo.export.preflight import engine_preflight
     from fine_yolo.export.trt_runtime import TRTRunner, tensorrt_version
 
     if model.endswith((".engine", ".plan")):

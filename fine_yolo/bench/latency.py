@@ -34,36 +34,16 @@ from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
+from fine_yolo.args import Command, Option
 from fine_yolo.bench.backends import FORMATS, PREPARE, is_cuda
 from fine_yolo.bench.env import environment, steady_malloc, warnings_for
 from fine_yolo.bench.stats import interleave, speed_ratio, summarize
-from fine_yolo.export.engine import ENGINE_ALIASES
+from fine_yolo.errors import UsageError
+from fine_yolo.export.preflight import ENGINE_ALIASES
 
-DEFAULTS: dict[str, Any] = {
-    "model": "",
-    "baseline": "",
-    "imgsz": 640,
-    "format": "torch",
-    "device": "cpu",
-    "half": False,
-    "int8": False,
-    "data": "",
-    "workspace": 0.0,
-    "cuda_graph": False,
-    "iters": 100,
-    "seconds": 0.0,
-    "warmup": 10,
-    "block": 4,
-    "malloc": "steady",
-    "threads": 0,
-    "e2e": True,
-    "e2e_iters": 0,
-    "flops": True,
-    "json": "",
-    "out": "runs/fine_bench",
-    "progress": True,
-}
 
+class BenchArgumentError(UsageError):
+    """Benchmark settings that cannot be timed (unknown format, a count below its minimum, ...)."""
 
 def _name(source: str) -> str:
     return Path(source).stem
@@ -105,23 +85,23 @@ def run_bench(model: str, baseline: str = "", imgsz: int = 640, format: str = "t
               malloc: str = "steady", threads: int = 0, e2e: bool = True, e2e_iters: int = 0, flops: bool = True,
               out: str = "runs/fine_bench", progress: bool = True) -> dict[str, Any]:
     """Prepare, time and summarize ``baseline`` and ``model``; return the result dict (see module doc)."""
-    from fine_yolo.ultralytics_glue import register
+    from fine_yolo.glue import register
 
     fmt = "engine" if format.lower() in ENGINE_ALIASES else format.lower()
     if fmt not in FORMATS:
-        raise ValueError(f"format={format} is not one of {', '.join(FORMATS)}")
+        raise BenchArgumentError(f"format={format} is not one of {', '.join(FORMATS)}")
     for name, value, least in (("iters", iters, 1), ("block", block, 1), ("warmup", warmup, 0),
                                ("e2e_iters", e2e_iters, 0), ("seconds", seconds, 0)):
         if value < least:
-            raise ValueError(f"{name}={value} must be >= {least}")
+            raise BenchArgumentError(f"{name}={value} must be >= {least}")
     if malloc not in {"steady", "default"}:
-        raise ValueError(f"malloc={malloc} is not one of steady, default")
+        raise BenchArgumentError(f"malloc={malloc} is not one of steady, default")
     if fmt == "engine" and not is_cuda(device):  # is_cuda also rejects a device it cannot read
         device = "0"
     for source in (model, baseline):
         if fmt == "torch" and source.endswith((".onnx", ".engine", ".plan")):
-            raise ValueError(f"format=torch times PyTorch models and {source} is an exported file: use format=onnx "
-                             "or format=engine")
+            raise BenchArgumentError(f"format=torch times PyTorch models and {source} is an exported file: use "
+                                     "format=onnx or format=engine")
     baseline = baseline or default_baseline(model)
     register()
     env = environment(device=device)
@@ -181,20 +161,46 @@ def _log(msg: str) -> None:
     print(msg, file=sys.stderr, flush=True)
 
 
-def main(argv: list[str]) -> int:
-    """``fine-yolo bench model=M [baseline=B] [imgsz=640] [format=torch|onnx|engine] [device=cpu|0] ...``."""
+def _run(args: dict, extra: dict) -> int:
     from fine_yolo.bench.report import markdown, write_json
-    from fine_yolo.cli import UsageError, parse_kv
 
-    args = parse_kv(argv, DEFAULTS, required=("model",))
+    args = dict(args)
     json_path = args.pop("json")
-    try:
-        result = run_bench(**args)
-    except ValueError as e:
-        raise UsageError(str(e)) from None
+    result = run_bench(**args)
     print(markdown(result))
     if not json_path:
         a = result["args"]
         json_path = Path(args["out"]) / f"bench_{a['format']}_{_name(a['model'])}_{a['imgsz']}.json"
     print(f"\nraw samples: {write_json(result, json_path)}")
     return 0
+
+
+COMMAND = Command(
+    options={
+        "model": Option("", "FINE model: YAML, .pt, or an exported file", required=True),
+        "baseline": Option("", "baseline model (default: derived, yolov8s-fine.yaml -> yolov8s.yaml)"),
+        "imgsz": Option(640, "input size"),
+        "format": Option("torch", f"backend: {', '.join(FORMATS)}"),
+        "device": Option("cpu", "cpu or a CUDA index"),
+        "half": Option(False, "FP16 (engine, onnx on CUDA)"),
+        "int8": Option(False, "INT8 engine (needs data=)"),
+        "data": Option("", "calibration data YAML for int8"),
+        "workspace": Option(0.0, "TensorRT workspace in GiB (0: ultralytics' default)"),
+        "cuda_graph": Option(False, "replay the engine through a CUDA graph"),
+        "iters": Option(100, "timed runs per model, at least"),
+        "seconds": Option(0.0, "and at least this long"),
+        "warmup": Option(10, "untimed rounds first"),
+        "block": Option(4, "timed runs per turn after one settling run (1: strict A B A B)"),
+        "malloc": Option("steady", "glibc allocator: steady (fixed thresholds) or default",
+                         choices=("steady", "default")),
+        "threads": Option(0, "CPU threads (0: the backend's default)"),
+        "e2e": Option(True, "also time YOLO.predict end to end"),
+        "e2e_iters": Option(0, "end-to-end rounds (0: iters // 2)"),
+        "flops": Option(True, "count params and GFLOPs (attention included)"),
+        "json": Option("", "raw samples JSON (default under out/)"),
+        "out": Option("runs/fine_bench", "directory for exports and JSON"),
+        "progress": Option(True, "progress bar"),
+    },
+    run=_run,
+    example="fine-yolo bench model=yolov8s-fine.yaml format=onnx imgsz=640 threads=2",
+)

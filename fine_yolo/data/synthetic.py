@@ -33,13 +33,14 @@ import hashlib
 import json
 import os
 import shutil
-import sys
 import time
-from collections.abc import Sequence
 from pathlib import Path
 
 import numpy as np
 from tqdm import tqdm
+
+from fine_yolo.args import Command, Option
+from fine_yolo.errors import FineYoloError
 
 GENERATOR = "fine-synth"
 GENERATOR_VERSION = 1  # bump whenever a change alters any pixel or label; manifests of older versions then mismatch
@@ -271,7 +272,13 @@ def format_labels(labels: np.ndarray) -> str:
 # Writing a dataset directory
 
 
-class DatasetMismatchError(FileExistsError):
+class SynthSettingsError(FineYoloError, ValueError):
+    """Generator settings that cannot make a dataset (negative seed, too few images, too small images)."""
+
+    exit_code = 2
+
+
+class DatasetMismatchError(FineYoloError, FileExistsError):
     """The target directory already holds a dataset made with other parameters (or not by fine-synth)."""
 
 
@@ -355,11 +362,11 @@ def generate(
     root = Path(root)
     seed, n_train, n_val, imgsz = int(seed), int(n_train), int(n_val), int(imgsz)
     if seed < 0:
-        raise ValueError(f"seed must be >= 0, not {seed}")
+        raise SynthSettingsError(f"seed must be >= 0, not {seed}")
     if n_train < 1 or n_val < 1:
-        raise ValueError(f"n_train and n_val must be >= 1, not {n_train} and {n_val}")
+        raise SynthSettingsError(f"n_train and n_val must be >= 1, not {n_train} and {n_val}")
     if imgsz < MIN_IMGSZ:
-        raise ValueError(f"imgsz must be >= {MIN_IMGSZ} (objects are {OBJ_MIN}-{OBJ_MAX} px), not {imgsz}")
+        raise SynthSettingsError(f"imgsz must be >= {MIN_IMGSZ} (objects are {OBJ_MIN}-{OBJ_MAX} px), not {imgsz}")
     params = _params(seed, n_train, n_val, imgsz)
 
     manifest = None if overwrite else read_manifest(root)
@@ -451,36 +458,24 @@ def default_root() -> Path:
     return Path(DATASETS_DIR) / "fine-synth"
 
 
-def main(argv: Sequence[str]) -> int:
-    """``fine-yolo synth [out=DIR] [seed=0] [n_train=160] [n_val=40] [imgsz=256] [overwrite=false]``."""
-    from fine_yolo.cli import parse_kv
-
-    defaults = {
-        "out": "",
-        "seed": 0,
-        "n_train": DEFAULT_N_TRAIN,
-        "n_val": DEFAULT_N_VAL,
-        "imgsz": DEFAULT_IMGSZ,
-        "overwrite": False,
-    }
-    args = parse_kv(list(argv), defaults)
+def _run(args: dict, extra: dict) -> int:
     out = Path(str(args["out"])) if args["out"] else default_root()
     t0 = time.perf_counter()
-    try:
-        generate(
-            out,
-            seed=args["seed"],
-            n_train=args["n_train"],
-            n_val=args["n_val"],
-            imgsz=args["imgsz"],
-            overwrite=args["overwrite"],
-        )
-    except (DatasetMismatchError, ValueError) as e:
-        print(f"fine-yolo synth: {e}", file=sys.stderr)
-        return 1
+    generate(out, seed=args["seed"], n_train=args["n_train"], n_val=args["n_val"], imgsz=args["imgsz"],
+             overwrite=args["overwrite"])
     print(f"{summary(out)} ({time.perf_counter() - t0:.1f}s)")
     return 0
 
 
-if __name__ == "__main__":
-    sys.exit(main(sys.argv[1:]))
+COMMAND = Command(
+    options={
+        "out": Option("", "output directory (default: fine-synth under ultralytics' datasets_dir)"),
+        "seed": Option(0, "generator seed"),
+        "n_train": Option(DEFAULT_N_TRAIN, "train images"),
+        "n_val": Option(DEFAULT_N_VAL, "val images"),
+        "imgsz": Option(DEFAULT_IMGSZ, "image side in pixels"),
+        "overwrite": Option(False, "replace an existing dataset made with other settings"),
+    },
+    run=_run,
+    example="fine-yolo synth out=datasets/fine-synth-800 seed=1 n_train=800",
+)

@@ -35,13 +35,13 @@ from __future__ import annotations
 import json
 import os
 import shutil
-import sys
 from collections import Counter
 from dataclasses import dataclass, field
 from functools import lru_cache
 from pathlib import Path
 
-from fine_yolo.cli import UsageError, parse_kv
+from fine_yolo.args import Command, Option
+from fine_yolo.errors import FineYoloError
 
 # Split name in the YOLO layout -> folder name of the official VisDrone2019-DET archives.
 SPLIT_DIRS = {"train": "VisDrone2019-DET-train", "val": "VisDrone2019-DET-val", "test": "VisDrone2019-DET-test-dev"}
@@ -68,7 +68,11 @@ YAML_NAME = "VisDrone-fine.yaml"
 FILL_JPEG_QUALITY = 95  # filled images are re-encoded; q95 with 4:4:4 colour keeps the rest close to the original
 
 
-class VisDroneFormatError(ValueError):
+class VisDroneInputError(FineYoloError, ValueError):
+    """The source tree or the arguments cannot be converted; the message names the directory or argument."""
+
+
+class VisDroneFormatError(FineYoloError, ValueError):
     """A VisDrone annotation row cannot be read; the message starts with ``file:line``."""
 
     def __init__(self, path: Path, lineno: int, problem: str, line: str) -> None:
@@ -220,12 +224,16 @@ def read_split(split: str, split_dir: Path) -> tuple[dict[str, ImageRecord], Spl
     images_dir, ann_dir = split_dir / "images", split_dir / "annotations"
     for d in (images_dir, ann_dir):
         if not d.is_dir():
-            raise UsageError(f"{d} is not a directory (expected VisDrone2019-DET layout: <split>/images, annotations)")
+            raise VisDroneInputError(
+                f"{d} is not a directory (expected VisDrone2019-DET layout: <split>/images, annotations)"
+            )
     image_files = [p for p in sorted(images_dir.iterdir()) if p.suffix[1:].lower() in IMG_FORMATS]
     images = {p.stem: p for p in image_files}
     if len(images) != len(image_files):  # a.jpg and a.png would share one label file: refuse rather than pick one
         clash = sorted(p.name for p in image_files if sum(q.stem == p.stem for q in image_files) > 1)
-        raise UsageError(f"{images_dir}: images share a file stem, so they would share a label file: {clash[:6]}")
+        raise VisDroneInputError(
+            f"{images_dir}: images share a file stem, so they would share a label file: {clash[:6]}"
+        )
     anns = {p.stem: p for p in sorted(ann_dir.glob("*.txt"))}
     summary.images_without_annotations = sorted(images[s].name for s in images.keys() - anns.keys())
     summary.annotations_without_image = sorted(anns[s].name for s in anns.keys() - images.keys())
@@ -379,13 +387,14 @@ def write_split(records: dict[str, ImageRecord], summary: SplitSummary, out: Pat
 
 
 def write_data_yaml(out: Path, names: tuple[str, ...], link: bool, fill: bool, source: Path) -> Path:
-    """Write ``out/VisDrone-fine.yaml`` with an absolute ``path:``; ``test:`` only when ``images/test`` exists."""
+    """Write ``out/VisDrone-fine.yaml`` with an absolute ``path:`` and one key per split present under ``images/``."""
     from ultralytics.utils import YAML
 
     out = out.resolve()
-    data = {"path": str(out), "train": "images/train", "val": "images/val"}
-    if (out / "images" / "test").is_dir():
-        data["test"] = "images/test"
+    data: dict = {"path": str(out)}
+    for split in SPLIT_DIRS:
+        if (out / "images" / split).is_dir():
+            data[split] = f"images/{split}"
     data["names"] = dict(enumerate(names))
     file = out / YAML_NAME
     header = (
@@ -402,29 +411,45 @@ def write_data_yaml(out: Path, names: tuple[str, ...], link: bool, fill: bool, s
     return file
 
 
+def found_splits(source: str | Path) -> tuple[str, ...]:
+    """The splits whose VisDrone2019-DET directory exists under ``source``, in train/val/test order."""
+    return tuple(s for s, d in SPLIT_DIRS.items() if (Path(source) / d).is_dir())
+
+
 def convert_visdrone(
     source: str | Path,
     out: str | Path,
-    splits: tuple[str, ...] = ("train", "val", "test"),
+    splits: tuple[str, ...] | None = None,
     link: bool = True,
     fill_ignored: bool = False,
     coco_json: bool = True,
 ) -> dict[str, SplitSummary]:
     """Convert the VisDrone2019-DET tree under ``source`` into the YOLO layout under ``out``.
 
+    ``splits=None`` converts every split found under ``source`` (:func:`found_splits`); a split asked for explicitly
+    but missing is an error.
+
     All annotation files are parsed before anything is written, so a malformed row (raised as
     :class:`VisDroneFormatError`) leaves ``out`` untouched. Returns the per-split counts.
     """
     source, out = Path(source), Path(out)
     if not source.is_dir():
-        raise UsageError(f"source={source} is not a directory")
+        raise VisDroneInputError(f"source={source} is not a directory")
+    if splits is None:  # every split the tree has; most users download train and val only
+        splits = found_splits(source)
+        if not splits:
+            raise VisDroneInputError(f"source={source} holds none of {', '.join(SPLIT_DIRS.values())}")
     unknown = [s for s in splits if s not in SPLIT_DIRS]
     if unknown or not splits:
-        raise UsageError(f"splits must be a comma-separated subset of {','.join(SPLIT_DIRS)}, got {','.join(splits)}")
+        raise VisDroneInputError(
+            f"splits must be a comma-separated subset of {','.join(SPLIT_DIRS)}, got {','.join(splits)}"
+        )
     missing = [str(source / SPLIT_DIRS[s]) for s in splits if not (source / SPLIT_DIRS[s]).is_dir()]
     if missing:
         present = [s for s in splits if (source / SPLIT_DIRS[s]).is_dir()]
-        raise UsageError(f"missing {', '.join(missing)}; convert the others with splits={','.join(present) or '...'}")
+        raise VisDroneInputError(
+            f"missing {', '.join(missing)}; convert the others with splits={','.join(present) or '...'}"
+        )
     names = class_names()
 
     parsed = {s: read_split(s, source / SPLIT_DIRS[s]) for s in splits}  # raises before any write
@@ -479,34 +504,39 @@ def format_summary(summaries: dict[str, SplitSummary], names: tuple[str, ...]) -
     return "\n".join(lines)
 
 
-def main(argv: list[str]) -> int:
-    """``fine-yolo visdrone source=DIR out=DIR [link=true] [fill_ignored=false] [coco_json=true] [splits=...]``."""
-    defaults = {
-        "source": "",
-        "out": "",
-        "link": True,
-        "fill_ignored": False,
-        "coco_json": True,
-        "splits": "train,val,test",
-    }
-    args = parse_kv(argv, defaults, required=("source", "out"))
-    splits = tuple(s.strip() for s in str(args["splits"]).split(",") if s.strip())
+def _run(args: dict, extra: dict) -> int:
+    asked = tuple(x.strip() for x in str(args["splits"]).split(",") if x.strip()) or None
     try:
         summaries = convert_visdrone(
-            args["source"], args["out"], splits, args["link"], args["fill_ignored"], args["coco_json"]
+            args["source"], args["out"], asked, args["link"], args["fill_ignored"], args["coco_json"]
         )
     except VisDroneFormatError as e:
-        print(f"fine-yolo visdrone: malformed annotation, nothing written: {e}", file=sys.stderr)
-        return 1
+        raise VisDroneFormatError(f"malformed annotation, nothing written: {e}") from None
     except OSError as e:  # unreadable image, failed symlink or copy: already names the file
-        print(f"fine-yolo visdrone: {e}", file=sys.stderr)
-        return 1
+        raise VisDroneInputError(str(e)) from None
     out = Path(args["out"]).resolve()
     mode = "symlinks into the source tree" if args["link"] else "copies"
     print(f"\nVisDrone -> YOLO in {out} (images are {mode})")
+    not_found = [f"{x} ({SPLIT_DIRS[x]})" for x in SPLIT_DIRS if x not in summaries]
+    if not_found:
+        print(f"not found in {args['source']}, not converted: {', '.join(not_found)}")
     print(format_summary(summaries, class_names()))
     print(f"\ndata YAML: {out / YAML_NAME}")
     if args["coco_json"]:
         print(f"COCO GT:   {', '.join(str(out / 'annotations' / f'instances_{s}.json') for s in summaries)}")
     print(f"train (paper Table 8 setting): yolo train model=yolov8s-fine.yaml data={out / YAML_NAME} imgsz=800")
     return 0
+
+
+COMMAND = Command(
+    options={
+        "source": Option("", "directory holding VisDrone2019-DET-{train,val,test-dev}", required=True),
+        "out": Option("", "output directory (YOLO layout, data YAML, COCO GT)", required=True),
+        "link": Option(True, "symlink images into the source tree (false: copy)"),
+        "fill_ignored": Option(False, "blank ignored regions with the mean colour"),
+        "coco_json": Option(True, "also write COCO ground truth annotations/instances_<split>.json"),
+        "splits": Option("", "comma-separated subset of train,val,test (default: every split found)"),
+    },
+    run=_run,
+    example="fine-yolo visdrone source=~/VisDrone out=datasets/VisDrone",
+)

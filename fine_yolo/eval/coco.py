@@ -30,11 +30,12 @@ import io
 import json
 import math
 import os
-import sys
 from pathlib import Path
 from typing import Any
 
-from fine_yolo.cli import UsageError, parse_kv
+from fine_yolo.args import Command, Option
+from fine_yolo.errors import FineYoloError
+from fine_yolo.tables import markdown_table
 
 # Order of COCOeval.stats[0:6] and [6:12].
 AP_KEYS = ("AP50:95", "AP50", "AP75", "APs", "APm", "APl")
@@ -42,7 +43,7 @@ AR_KEYS = ("AR1", "AR10", "AR100", "ARs", "ARm", "ARl")
 CAT_RULES = ("auto", "ids", "index1", "index0")
 
 
-class CocoEvalError(ValueError):
+class CocoEvalError(FineYoloError, ValueError):
     """Inputs that cannot be evaluated; the message names the file and what is wrong."""
 
 
@@ -197,7 +198,7 @@ def class_index_to_category(gt: dict) -> list:
 def map_categories(pred: list[dict], gt: dict, rule: str, pred_name: str, notes: list[str]) -> tuple[list, str]:
     """Map each detection's ``category_id`` to a GT category id (rule in the module docstring)."""
     if rule not in CAT_RULES:
-        raise UsageError(f"cats={rule} must be one of {', '.join(CAT_RULES)}")
+        raise CocoEvalError(f"cats={rule} must be one of {', '.join(CAT_RULES)}")
     gt_cats = {c["id"] for c in gt["categories"]}
     pred_cats = {d["category_id"] for d in pred}
     table = class_index_to_category(gt)
@@ -314,32 +315,40 @@ def evaluate(
 
 
 def format_table(result: dict) -> str:
-    """Text table of one :func:`evaluate` result."""
+    """Markdown summary of one :func:`evaluate` result: what was matched how, then the AP table."""
     lines = [
         f"COCO bbox evaluation ({result['evaluator']})",
-        f"  predictions  {result['pred']}: {result['detections']} detections on "
+        f"- predictions {result['pred']}: {result['detections']} detections on "
         f"{result['gt_images_with_detections']}/{result['gt_images']} images "
         f"(image ids by {result['image_ids']}, category ids as {result['category_ids']})",
-        f"  ground truth {result['gt']}: {result['gt_boxes']} boxes, {result['categories']} categories",
-        f"  {'metric':<9}{'value':>8}{'%':>8}",
+        f"- ground truth {result['gt']}: {result['gt_boxes']} boxes, {result['categories']} categories",
+        "",
     ]
-    for key, v in result["metrics"].items():
-        lines.append(f"  {key:<9}" + (f"{v:>8.4f}{100 * v:>8.2f}" if v is not None else f"{'n/a':>8}{'':>8}"))
-    lines += [f"  note: {n}" for n in result["notes"]]
+    rows = [[k, None if v is None else f"{v:.4f}", None if v is None else f"{100 * v:.2f}"]
+            for k, v in result["metrics"].items()]
+    lines.append(markdown_table(["metric", "value", "%"], rows))
+    lines += [f"note: {n}" for n in result["notes"]]
     return "\n".join(lines)
 
 
-def main(argv: list[str]) -> int:
-    """``fine-yolo coco-eval pred=predictions.json gt=annotations.json [json=out.json] [cats=auto] [verbose=false]``."""
-    args = parse_kv(argv, {"pred": "", "gt": "", "json": "", "cats": "auto", "verbose": False}, ("pred", "gt"))
+def _run(args: dict, extra: dict) -> int:
     out = Path(args["json"]) if args["json"] else Path(args["pred"]).parent / "coco_eval.json"
-    try:
-        result = evaluate(args["pred"], args["gt"], cats=args["cats"], verbose=args["verbose"])
-    except CocoEvalError as e:
-        print(f"fine-yolo coco-eval: {e}", file=sys.stderr)
-        return 1
+    result = evaluate(args["pred"], args["gt"], cats=args["cats"], verbose=args["verbose"])
     print(format_table(result))
     out.parent.mkdir(parents=True, exist_ok=True)
     out.write_text(json.dumps(result, indent=2) + "\n", encoding="utf-8")
-    print(f"  written to {out}")
+    print(f"written to {out}")
     return 0
+
+
+COMMAND = Command(
+    options={
+        "pred": Option("", "COCO results JSON (what `yolo val save_json=True` writes)", required=True),
+        "gt": Option("", "COCO ground-truth JSON", required=True),
+        "json": Option("", "where to write the metrics (default: coco_eval.json beside pred)"),
+        "cats": Option("auto", "how prediction category ids map to GT ids (module doc)", choices=CAT_RULES),
+        "verbose": Option(False, "print pycocotools' own summary too"),
+    },
+    run=_run,
+    example="fine-yolo coco-eval pred=runs/detect/val/predictions.json gt=instances_val2017.json",
+)

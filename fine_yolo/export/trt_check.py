@@ -32,6 +32,9 @@ from functools import lru_cache
 from pathlib import Path
 from typing import Any
 
+from fine_yolo.args import Command, Option
+from fine_yolo.errors import FineYoloError
+
 OPS_FILE = Path(__file__).with_name("tensorrt_10_3_ops.json")
 # Ops the table lists as supported that we still refuse (see module doc, point 5).
 DENIED_OPS = {
@@ -271,21 +274,41 @@ def check_onnx(model: str | Path | Any, attention: str = "report", opset_max: in
     return report
 
 
-def main(argv: list[str]) -> int:
-    """``fine-yolo check-onnx model.onnx [attention=report|require] [opset_max=20] [json=report.json]``."""
-    from fine_yolo.cli import UsageError, parse_kv
+class CheckOnnxInputError(FineYoloError, ValueError):
+    """The file to check does not exist."""
 
-    argv = list(argv)
-    if argv and "=" not in argv[0]:  # a bare path first is accepted as model=<path>
-        argv[0] = f"model={argv[0]}"
-    args = parse_kv(argv, {"model": "", "attention": "report", "opset_max": 0, "json": ""}, required=("model",))
+    exit_code = 2
+
+
+def _run(args: dict, extra: dict) -> int:
     path = Path(str(args["model"]))
     if not path.is_file():
-        raise UsageError(f"model={path}: no such file")
-    if args["attention"] not in {"report", "require"}:
-        raise UsageError("attention= must be 'report' or 'require'")
+        raise CheckOnnxInputError(f"model={path}: no such file")
     report = check_onnx(path, attention=str(args["attention"]), opset_max=int(args["opset_max"]) or None)
     print(report.summary())
     if args["json"]:
         Path(str(args["json"])).write_text(json.dumps(report.to_dict(), indent=2))
     return 0 if report.ok else 1
+
+
+class _CheckOnnxCommand(Command):
+    """``check-onnx`` also takes the file as a bare first argument: ``fine-yolo check-onnx model.onnx``."""
+
+    def parse(self, argv: list[str]) -> tuple[dict[str, Any], dict[str, Any]]:
+        argv = list(argv)
+        if argv and "=" not in argv[0]:
+            argv[0] = f"model={argv[0]}"
+        return super().parse(argv)
+
+
+COMMAND = _CheckOnnxCommand(
+    options={
+        "model": Option("", "the ONNX file (also accepted as the first bare argument)", required=True),
+        "attention": Option("report", "require: fail unless FINE's attention has the fused-MHA form",
+                            choices=("report", "require")),
+        "opset_max": Option(0, "highest opset allowed (0: TensorRT 10.3's, 20)"),
+        "json": Option("", "write the report as JSON here"),
+    },
+    run=_run,
+    example="fine-yolo check-onnx yolov8s-fine.onnx attention=require",
+)
