@@ -29,6 +29,8 @@ PATCHES = (
      "FP16 ONNX files of FINE models are written in topological order (valid ONNX)"),
     ("ultralytics.cfg", "fine_yolo.glue.entrypoint",
      "the yolo command prints that sentence instead of a traceback"),
+    ("ultralytics.engine.trainer", "fine_yolo.glue.checkpoints",
+     "checkpoint writes of FINE trainings are atomic (a kill never leaves a truncated last.pt/best.pt)"),
 )
 _TARGETS = {target for target, _, _ in PATCHES}
 OFF_VALUES = ("0", "false", "no", "off")  # fine_yolo_startup.pth repeats this tuple (a test checks they agree)
