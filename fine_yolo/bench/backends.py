@@ -24,6 +24,8 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Callable
 
+from fine_yolo.devices import cuda_index, is_cuda
+
 FORMATS = ("torch", "onnx", "engine")
 
 
@@ -36,28 +38,6 @@ class Prepared:
     network: Callable[[], float]
     e2e: Callable[[], float] | None
     info: dict[str, Any] = field(default_factory=dict)
-
-
-def cuda_index(device: str) -> int | None:
-    """The CUDA device index ``device`` names (ultralytics spelling), or None for the CPU.
-
-    ``cpu``/``mps``/empty -> None; ``0``, ``cuda``, ``cuda:1``, ``0,1`` (first one timed) -> that index; ``dla:N``
-    (a Jetson's DLA core, next to GPU 0) -> 0. Anything else is a ValueError naming it.
-    """
-    d = str(device).strip().lower()
-    if d in {"", "cpu", "mps"}:
-        return None
-    if d == "cuda" or d.startswith("dla"):
-        return 0
-    first = d.removeprefix("cuda:").split(",")[0].strip()
-    if not first.isdigit():
-        raise ValueError(f"device={device} is not cpu, a CUDA index (0, cuda:0, 0,1) or dla:N")
-    return int(first)
-
-
-def is_cuda(device: str) -> bool:
-    """Whether ``device`` names a CUDA device (see :func:`cuda_index`)."""
-    return cuda_index(device) is not None
 
 
 def bench_image():

@@ -177,7 +177,7 @@ def environment(root: Path = Path("/"), device: str = "cpu") -> dict[str, Any]:
 
     env["tensorrt"] = tensorrt_version()
     env["cuda"] = torch.version.cuda
-    from fine_yolo.bench.backends import cuda_index
+    from fine_yolo.devices import cuda_index
 
     index = cuda_index(device)
     if torch.cuda.is_available() and index is not None:

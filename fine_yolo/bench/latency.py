@@ -8,11 +8,10 @@ Runtime, CPU or CUDA; ``engine``: ultralytics TensorRT build, run directly with 
 interleaved in one process (:func:`fine_yolo.bench.stats.interleave`): ``warmup`` untimed rounds, then turns of
 ``block`` timed runs per model after one untimed settling run (``block=4``, the default: A A A A A B B B B B ...;
 ``block=1``: A B A B ...), until each model has at least ``iters`` samples and ``seconds`` seconds have passed.
-The default measures each model's steady state, as deployed: on the 2-core CPU this was built on, a run that
-directly follows the other model's run was 15-20% slower in ONNX Runtime (its weights and activations evicted from
-the caches), which strict A B A B adds to both sides and so pulls the ratio towards 1. ``malloc=steady`` (default)
-fixes glibc's allocator thresholds first (:func:`fine_yolo.bench.env.steady_malloc`: otherwise eager PyTorch pays
-page faults that differ between the two models by up to 4%); ``malloc=default`` leaves them. Two measurements,
+The default measures each model's steady state, as deployed: a run that directly follows the other model's run
+pays for the caches the other model evicted, which strict A B A B adds to both sides (docs/performance.md).
+``malloc=steady`` (default) fixes glibc's allocator thresholds first (:func:`fine_yolo.bench.env.steady_malloc`:
+otherwise eager PyTorch pays allocation-history-dependent page faults); ``malloc=default`` leaves them. Two measurements,
 reported separately:
 
 * network: batch 1, input already on the device, the network alone;
@@ -35,9 +34,10 @@ from pathlib import Path
 from typing import Any
 
 from fine_yolo.args import Command, Option
-from fine_yolo.bench.backends import FORMATS, PREPARE, is_cuda
+from fine_yolo.bench.backends import FORMATS, PREPARE
 from fine_yolo.bench.env import environment, steady_malloc, warnings_for
 from fine_yolo.bench.stats import interleave, speed_ratio, summarize
+from fine_yolo.devices import is_cuda
 from fine_yolo.errors import UsageError
 from fine_yolo.export.preflight import ENGINE_ALIASES
 

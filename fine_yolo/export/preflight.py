@@ -12,6 +12,7 @@ from __future__ import annotations
 import importlib.util
 from typing import Any
 
+from fine_yolo.devices import dla_core
 from fine_yolo.errors import FineYoloError
 
 ENGINE_ALIASES = {"engine", "tensorrt", "trt"}
@@ -56,13 +57,10 @@ def engine_preflight(model: str, device: Any = None, imgsz: Any = None, tensorrt
             "JetPack: `sudo apt install python3-libnvinfer`; on a desktop GPU: `pip install tensorrt`): "
             + _instead(model, imgsz) + "."
         )
-    if dev.startswith("dla") and importlib.util.find_spec("tensorrt") is not None:
+    core = dla_core(dev)
+    if core is not None and importlib.util.find_spec("tensorrt") is not None:
         import tensorrt as trt
 
-        core_text = dev.rsplit(":", 1)[-1] if ":" in dev else "0"
-        if not core_text.isdigit():
-            raise EngineUnavailableError(f"device={device} is not a DLA core: write dla:0 or dla:1.")
-        core = int(core_text)
         n = trt.Builder(trt.Logger(trt.Logger.ERROR)).num_DLA_cores
         if core >= n:
             raise EngineUnavailableError(
