@@ -11,8 +11,8 @@ interleaved in one process (:func:`fine_yolo.bench.stats.interleave`): ``warmup`
 The default measures each model's steady state, as deployed: a run that directly follows the other model's run
 pays for the caches the other model evicted, which strict A B A B adds to both sides (docs/performance.md).
 ``malloc=steady`` (default) fixes glibc's allocator thresholds first (:func:`fine_yolo.bench.env.steady_malloc`:
-otherwise eager PyTorch pays allocation-history-dependent page faults); ``malloc=default`` leaves them. Two measurements,
-reported separately:
+otherwise eager PyTorch pays allocation-history-dependent page faults); ``malloc=default`` leaves them. Two
+measurements, reported separately:
 
 * network: batch 1, input already on the device, the network alone;
 * end-to-end: ``YOLO(...).predict(image)``, i.e. ultralytics' pre-processing, network and post-processing
