@@ -17,7 +17,23 @@ from fine_yolo.export.engine import export_model
 from fine_yolo.export.onnx_order import toposort_onnx
 from fine_yolo.export.preflight import EngineUnavailableError, engine_preflight
 from fine_yolo.export.trt_check import check_onnx
-from fine_yolo.export.trt_runtime import engine_bytes, read_engine_header, strip_engine_header, write_engine
+from fine_yolo.export.trt_runtime import engine_bytes, read_engine_header, strip_engine_header
+
+
+def write_engine(path, engine: bytes, metadata: dict | None = None):
+    """Write ``engine`` as ultralytics' exporter does: a metadata header when ``metadata`` is given, else plain.
+
+    The length is that of the *encoded* JSON (``ensure_ascii`` keeps it equal to the character count ultralytics
+    writes), so files round-trip through ultralytics' own reader.
+    """
+    with open(path, "wb") as f:
+        if metadata is not None:
+            meta = json.dumps(metadata, ensure_ascii=True).encode("utf-8")
+            f.write(len(meta).to_bytes(4, byteorder="little", signed=True))
+            f.write(meta)
+        f.write(engine)
+    return path
+
 
 ENGINE = bytes(range(256)) * 8  # stands in for a serialized engine: binary, not JSON
 META = {"description": "Ultralytics yolov8n-fine model", "stride": 32, "imgsz": [640, 640], "names": {"0": "person"}}

@@ -43,22 +43,6 @@ def engine_bytes(path: str | Path) -> tuple[bytes, dict[str, Any]]:
     return Path(path).read_bytes()[offset:], meta
 
 
-def write_engine(path: str | Path, engine: bytes, metadata: dict[str, Any] | None = None) -> Path:
-    """Write ``engine`` the way ultralytics does: with a metadata header when ``metadata`` is given, else plain.
-
-    The length is that of the *encoded* JSON (``ensure_ascii`` keeps it equal to the character count ultralytics
-    writes), so files round-trip through ultralytics' own reader.
-    """
-    path = Path(path)
-    with open(path, "wb") as f:
-        if metadata is not None:
-            meta = json.dumps(metadata, ensure_ascii=True).encode("utf-8")
-            f.write(len(meta).to_bytes(4, byteorder="little", signed=True))
-            f.write(meta)
-        f.write(engine)
-    return path
-
-
 def strip_engine_header(src: str | Path, dst: str | Path | None = None) -> Path:
     """Write the bare serialized engine of ``src`` to ``dst`` (default: ``src`` with suffix ``.plan``) for trtexec."""
     src = Path(src)
