@@ -4,23 +4,17 @@ small real run through PyTorch and ONNX Runtime on CPU. TensorRT timing is teste
 from __future__ import annotations
 
 import json
+import math
 import platform
 import statistics
 
-import numpy as np
 import pytest
 
 from fine_yolo.bench.env import clocks_locked, cpu_freqs, cpu_name, gpu_devfreq, jetson_info, warnings_for
 from fine_yolo.bench.report import markdown
-from fine_yolo.bench.stats import interleave, percentile, speed_ratio, summarize
+from fine_yolo.bench.stats import interleave, speed_ratio, summarize
 
 # --- statistics ------------------------------------------------------------------------------------------------------
-
-
-@pytest.mark.parametrize("q", [0, 10, 50, 90, 99, 100])
-def test_percentile_matches_numpy(q):
-    xs = [5.0, 1.0, 3.0, 9.0, 7.0, 2.0, 8.0]
-    assert percentile(xs, q) == pytest.approx(float(np.percentile(xs, q)))
 
 
 def test_summarize_known_samples():
@@ -28,9 +22,9 @@ def test_summarize_known_samples():
     assert (s.n, s.median, s.min, s.max) == (5, 11.0, 10.0, 30.0)
     assert s.mean == pytest.approx(14.7)
     assert s.fps == pytest.approx(1000 / 11.0)
-    assert s.p90 == pytest.approx(float(np.percentile([10, 12, 11, 30, 10.5], 90)))
-    assert s.p99 == pytest.approx(float(np.percentile([10, 12, 11, 30, 10.5], 99)))
-    assert s.std == pytest.approx(float(np.std([10, 12, 11, 30, 10.5])))
+    # sorted 10, 10.5, 11, 12, 30; linear interpolation at (n-1) q = 3.6 and 3.96: 12 + 0.6*18, 12 + 0.96*18
+    assert s.p90 == pytest.approx(22.8) and s.p99 == pytest.approx(29.28)
+    assert s.std == pytest.approx(math.sqrt((4.7**2 + 2.7**2 + 3.7**2 + 15.3**2 + 4.2**2) / 5))  # population std
     with pytest.raises(ValueError):
         summarize([])
 
@@ -45,6 +39,21 @@ def test_speed_ratio_of_paired_samples():
     assert r.ci95[1] - r.ci95[0] < 0.02
     with pytest.raises(ValueError, match="paired"):
         speed_ratio([1.0, 2.0], [1.0])
+
+
+def test_speed_ratio_interval_is_the_bootstrap_of_rounds():
+    """Half the rounds have FINE 10% slower, half 30%: a resample's FINE median is 110 or 130 (120 only on an exact
+    tie, p ~ 0.06), so the 2.5th/97.5th percentiles are exactly 100/130 and 100/110. A seed reproduces the interval;
+    50 000 rounds (resampled in chunks) of a constant ratio give that ratio exactly."""
+    base = [100.0] * 200
+    fine = [110.0 if i % 2 else 130.0 for i in range(200)]
+    r = speed_ratio(base, fine, n_boot=2000, seed=1)
+    assert r.paired_median == pytest.approx((100 / 110 + 100 / 130) / 2)  # median of an even count: mean of the two
+    assert 100 / 130 <= r.ci95[0] < r.ci95[1] <= 100 / 110
+    assert r.ci95[0] == pytest.approx(100 / 130) and r.ci95[1] == pytest.approx(100 / 110)
+    assert speed_ratio(base, fine, n_boot=2000, seed=1) == r
+    big = speed_ratio([100.0] * 50_000, [125.0] * 50_000, n_boot=200)
+    assert big.of_medians == big.ci95[0] == big.ci95[1] == pytest.approx(0.8)
 
 
 def test_interleave_runs_a_b_a_b_after_warmup():

@@ -1,25 +1,13 @@
-"""Latency statistics and the interleaved timing loop (pure Python, no model needed)."""
+"""Latency statistics (numpy) and the interleaved timing loop (no model needed)."""
 
 from __future__ import annotations
 
 import math
-import random
-import statistics
 import time
 from dataclasses import asdict, dataclass
 from typing import Callable
 
-
-def percentile(samples: list[float], q: float) -> float:
-    """Linear-interpolated percentile (``q`` in 0..100), numpy's default method, without numpy."""
-    if not samples:
-        raise ValueError("percentile of no samples")
-    if not 0 <= q <= 100:
-        raise ValueError(f"percentile q={q} is outside 0..100")
-    xs = sorted(samples)
-    pos = (len(xs) - 1) * q / 100
-    lo, hi = math.floor(pos), math.ceil(pos)
-    return xs[lo] + (xs[hi] - xs[lo]) * (pos - lo)
+import numpy as np
 
 
 @dataclass
@@ -41,19 +29,21 @@ class LatencyStats:
 
 
 def summarize(samples_ms: list[float]) -> LatencyStats:
-    """Median, mean, p90, p99, min, max, standard deviation and FPS of ``samples_ms``."""
-    if not samples_ms:
+    """Median, mean, p90, p99 (numpy's linear interpolation), min, max, population std and FPS of ``samples_ms``."""
+    if not len(samples_ms):
         raise ValueError("no latency samples")
-    med = statistics.median(samples_ms)
+    xs = np.asarray(samples_ms, dtype=np.float64)
+    med = float(np.median(xs))
+    p90, p99 = np.percentile(xs, [90, 99])
     return LatencyStats(
-        n=len(samples_ms),
+        n=int(xs.size),
         median=med,
-        mean=statistics.fmean(samples_ms),
-        p90=percentile(samples_ms, 90),
-        p99=percentile(samples_ms, 99),
-        min=min(samples_ms),
-        max=max(samples_ms),
-        std=statistics.pstdev(samples_ms),
+        mean=float(xs.mean()),
+        p90=float(p90),
+        p99=float(p99),
+        min=float(xs.min()),
+        max=float(xs.max()),
+        std=float(xs.std()),
         fps=1000.0 / med if med > 0 else math.inf,
     )
 
@@ -70,19 +60,29 @@ class Ratio:
         return {"of_medians": self.of_medians, "paired_median": self.paired_median, "ci95": list(self.ci95)}
 
 
+_BOOT_CHUNK = 1 << 22  # resampled indices held at once (32 MiB of int64), however many samples a long run took
+
+
 def speed_ratio(baseline_ms: list[float], fine_ms: list[float], n_boot: int = 1000, seed: int = 0) -> Ratio:
-    """Ratio baseline/FINE of interleaved samples (same length: sample i of each ran in round i)."""
-    if not baseline_ms or len(baseline_ms) != len(fine_ms):
-        raise ValueError(f"need paired samples, got {len(baseline_ms)} baseline and {len(fine_ms)} FINE")
-    of_medians = statistics.median(baseline_ms) / statistics.median(fine_ms)
-    paired = statistics.median(b / f for b, f in zip(baseline_ms, fine_ms))
-    rng = random.Random(seed)
-    n = len(baseline_ms)
+    """Ratio baseline/FINE of interleaved samples (same length: sample i of each ran in round i).
+
+    The interval is the percentile bootstrap (2.5th and 97.5th percentiles of ``n_boot`` resampled ratios of
+    medians); each resample draws rounds with replacement, keeping both models' samples of a round together.
+    """
+    base, fine = np.asarray(baseline_ms, dtype=np.float64), np.asarray(fine_ms, dtype=np.float64)
+    if not base.size or base.shape != fine.shape:
+        raise ValueError(f"need paired samples, got {base.size} baseline and {fine.size} FINE")
+    if n_boot < 1:
+        raise ValueError(f"n_boot must be >= 1, got {n_boot}")
+    rng = np.random.default_rng(seed)
+    n = base.size
+    rows = max(1, _BOOT_CHUNK // n)
     boots = []
-    for _ in range(n_boot):
-        idx = [rng.randrange(n) for _ in range(n)]
-        boots.append(statistics.median(baseline_ms[i] for i in idx) / statistics.median(fine_ms[i] for i in idx))
-    return Ratio(of_medians, paired, (percentile(boots, 2.5), percentile(boots, 97.5)))
+    for start in range(0, n_boot, rows):
+        idx = rng.integers(0, n, size=(min(rows, n_boot - start), n))
+        boots.append(np.median(base[idx], axis=1) / np.median(fine[idx], axis=1))
+    lo, hi = np.percentile(np.concatenate(boots), [2.5, 97.5])
+    return Ratio(float(np.median(base) / np.median(fine)), float(np.median(base / fine)), (float(lo), float(hi)))
 
 
 def interleave(
@@ -138,7 +138,7 @@ def interleave(
             if bar is not None:
                 bar.update(block)
                 if (done // block) % 10 == 0:
-                    bar.set_postfix(**{n: f"{statistics.median(s):.2f}ms" for n, s in samples.items()})
+                    bar.set_postfix(**{n: f"{np.median(s):.2f}ms" for n, s in samples.items()})
     finally:
         if bar is not None:
             bar.close()
