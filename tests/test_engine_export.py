@@ -239,3 +239,46 @@ def test_fp16_engine_builds_and_runs(export_dir):
         assert all(0 < t < 1000 for t in ms)
         out = next(iter(runner.outputs.values()))
         assert tuple(out.shape) == (1, 84, 525)  # 160/8, /16, /32 -> 400 + 100 + 25 anchors
+
+
+# TensorRT against PyTorch (CPU, float32) on a model whose FINE blocks move boxes by pixels (test_onnx_parity's
+# live_fine_model). Tolerances, per element, |engine - torch| <= rel * |torch| + abs, chosen from the arithmetic (not
+# yet measured on a GPU: no GPU has been lent to this project):
+# * FP32 engine: TensorRT builds FP32 engines with TF32 allowed on Ampere and later (10-bit mantissa inputs to every
+#   convolution and MatMul, ~5e-4 relative each, over ~60 layers): rel 1e-2; boxes abs 0.5 px, scores abs 1e-4.
+# * FP16 engine: 11-bit significands for activations and weights throughout: rel 3e-2; boxes abs 2 px, scores 5e-4.
+# And the mean box error must stay under a quarter of FINE's mean effect, so an engine that lost FINE's modulation
+# (computed the identity) fails even where each element is within tolerance.
+@pytest.mark.gpu
+@pytest.mark.parametrize(("half", "rel", "box_abs", "score_abs"), [(False, 1e-2, 0.5, 1e-4), (True, 3e-2, 2.0, 5e-4)])
+def test_engine_outputs_match_pytorch(tmp_path, monkeypatch, half, rel, box_abs, score_abs):
+    if not _has_cuda():
+        pytest.skip("needs a CUDA GPU (torch.cuda.is_available() is False)")
+    pytest.importorskip("tensorrt", reason="needs the TensorRT Python package (JetPack or `pip install tensorrt`)")
+    import torch
+    from test_onnx_parity import fine_effect, live_fine_model
+    from ultralytics import YOLO
+
+    from fine_yolo.export.trt_runtime import TRTRunner
+
+    monkeypatch.chdir(tmp_path)
+    ckpt = tmp_path / "live.pt"
+    live_fine_model(160).save(ckpt)
+    path = export_model(str(ckpt), "engine", imgsz=160, half=half, verbose=False)
+    runner = TRTRunner(path, imgsz=160)
+    ((_, image),) = runner.inputs.items()
+    x = torch.rand(1, 3, 160, 160, generator=torch.Generator().manual_seed(0))
+    image.copy_(x.to(image.device, image.dtype))
+    runner()
+    out = next(iter(runner.outputs.values())).float().cpu()
+    net = YOLO(str(ckpt)).model.float().eval()
+    with torch.no_grad():
+        ref = net(x)[0]
+    assert out.shape == ref.shape == (1, 84, 525)
+    err = (out - ref).abs()
+    for rows, absolute in ((slice(0, 4), box_abs), (slice(4, None), score_abs)):
+        bound = rel * ref[:, rows].abs() + absolute
+        assert (err[:, rows] <= bound).all(), f"max error / bound = {(err[:, rows] / bound).max().item():.3f}"
+    effect = fine_effect(net, x)
+    assert effect[:, :4].mean() > 0.5  # FINE matters in this model (pixels) ...
+    assert err[:, :4].mean() < 0.25 * effect[:, :4].mean()  # ... and the engine computes it
