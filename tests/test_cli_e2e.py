@@ -136,6 +136,22 @@ def test_checkpoint_holds_fine_and_pretrained_transfer_from_it(trained, tmp_path
 
 
 @pytest.mark.slow
+def test_trainer_updates_fines_parameters(trained):
+    """FINE starts as the identity with W_O exactly 0; after the one-epoch ``yolo train`` above, ultralytics' own
+    trainer (optimizer groups, AMP, EMA, the fp16 checkpoint) has moved it in both blocks."""
+    import torch
+
+    from fine_yolo.nn.fine import FINE
+
+    net = torch.load(trained, map_location="cpu", weights_only=False)["model"]
+    fines = [m for m in net.modules() if isinstance(m, FINE)]
+    assert len(fines) == 2
+    for m in fines:
+        assert torch.count_nonzero(m.out.weight) > 0.9 * m.out.weight.numel()  # every weight of W_O moved
+        assert torch.count_nonzero(m.out.bias) > 0
+
+
+@pytest.mark.slow
 def test_resume_an_interrupted_fine_training(data_yaml, tmp_path):
     # Stop hard after epoch 1 of 2 (last.pt saved), then `yolo train resume=True` in a fresh process finishes it.
     code = textwrap.dedent(
