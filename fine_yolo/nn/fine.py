@@ -14,8 +14,8 @@ FINE refines the low-level map of a top-down fusion stage with the context of th
 Choices where the paper is silent, or where we compute the same maths more cheaply:
 
 * **Pool, then project (eq. 10 and 4).** A 1x1 convolution and non-overlapping average pooling are both linear and
-  act on different axes, so ``AvgPool(Conv1x1(x)) == Conv1x1(AvgPool(x))`` exactly (the bias included, since the
-  average of a constant is that constant). We pool first: the projection then runs on k^2 fewer pixels.
+  act on different axes, so ``AvgPool(Conv1x1(x)) == Conv1x1(AvgPool(x))`` exactly (a bias too, since the average
+  of a constant is that constant). We pool first: the projection then runs on k^2 fewer pixels.
 * **W_Q, W_K, W_V, W_O are stored as 1x1 convolutions**: the same C x C matrices as eq. 5/7, applied per token of
   the pooled maps (as convolutions in the exported graph, as GEMMs in eager mode; see "Speed" below). W_K and W_V
   share one convolution with 2C outputs (one GEMM instead of two; the weights are the two C x C blocks).
@@ -23,7 +23,8 @@ Choices where the paper is silent, or where we compute the same maths more cheap
 * **The residual is folded into W_O's bias (eq. 7-9).** ``F*M + F == F*(1 + M)``, nearest upsampling commutes
   with adding 1, and ``1 + M^ = W_O x + (b_O + 1)``: one convolution with the bias raised by 1 yields the gain map, and
   one full-resolution multiply applies it. With the identity start below the gain is exactly 1.0 (``0*x + 1``), so
-  the output equals ``low`` bit for bit.
+  the output equals ``low`` bit for bit. Under autocast the gain is a bfloat16/float16 number near 1, so M is
+  resolved to that format's spacing at 1 (2^-7 / 2^-10), about one rounding of ``low`` itself (tested for bfloat16).
 * **Attention** uses ``torch.nn.functional.scaled_dot_product_attention``. The TorchScript ONNX exporter decomposes
   it into MatMul/Softmax/MatMul with the scale 1/sqrt(d) applied as d^-1/4 to Q and to K before the first MatMul —
   the pattern TensorRT's fused-attention pass matches (head dim 16, a multiple of 8). No ONNX ``Attention``,
@@ -59,7 +60,8 @@ summation order, chosen by whether an exporter is recording the block: TorchScri
 (``torch.jit``; ``torch.onnx.export(dynamo=False)`` and every ultralytics export that goes through it),
 ``torch.onnx.export(dynamo=True)`` (``torch.onnx.is_in_onnx_export()``) and ``torch.export``
 (``torch.compiler.is_exporting()``; the dynamo ONNX exporter goes through it too). ``torch.compile`` without export
-runs the eager form.
+runs the eager form. ultralytics (>= 8.3.215) exports through TorchScript; the dynamo exporters are tested with static
+shapes (with dynamic H, W inside a whole YOLO model, torch.export cannot solve the guards of the size checks below).
 
 * **Exported graph** (tuned for ONNX Runtime's CPU provider and TensorRT): ``AveragePool -> Conv`` (q; eq. 10 and
   K/V folded into one conv with weight ``W_kv W_p``, exact since both are linear, one layer less at the same
@@ -76,10 +78,11 @@ runs the eager form.
 * **CPU-only kernels, chosen by device** (:data:`_TUNED_DEVICES`): on CPU tensors, average pooling
   (:class:`AATSPool`) is k strided row sums and k column sums, and eq. 8-9 is one broadcast multiply of ``low``
   viewed as (rk rows x W) by the gain repeated along W only, instead of materialising the upsampled map: PyTorch's
-  CPU ``avg_pool2d`` and ``interpolate`` kernels measured 2-5x and ~2x slower than these on FINE's maps. On every
-  other device (CUDA training above all) PyTorch's standard kernels run (``F.avg_pool2d``, ``F.interpolate`` + a
-  multiply), exactly as in the exported graph: the tuned forms were measured on CPU only, and on a GPU they would
-  launch 2k small kernels where one suffices. Both forms give the same values up to float summation order (tested).
+  CPU ``avg_pool2d`` kernel measured 2-5x slower than the sums on FINE's maps, and CPU ``interpolate`` cost more than
+  the multiply itself. On every other device (CUDA training above all) PyTorch's standard kernels run
+  (``F.avg_pool2d``, ``F.interpolate`` + a multiply), as in the exported graph: the tuned forms were measured on CPU
+  only, and on a GPU the sums are ~2k element-wise kernel launches where one pooling kernel suffices. Both forms
+  give the same values up to float summation order (tested).
 
 Shapes: ``low`` is (B, c_low, H, W); ``high`` is (B, c_high, H/r, W/r) (any size whose pooled token grid is
 non-empty is accepted by the block; the ultralytics glue checks the r x relation at model build time); the output is
@@ -97,7 +100,7 @@ from fine_yolo.nn.bias_fold import fold_pre_change_biases
 __all__ = ["FINE", "AATSPool"]
 
 
-_is_exporting = getattr(torch.compiler, "is_exporting", lambda: False)  # torch >= 2.5 (torch.export)
+_is_exporting = getattr(torch.compiler, "is_exporting", lambda: False)  # torch.export's flag, where torch has it
 
 # Devices on which the CPU-tuned eager kernels run (see module doc); elsewhere PyTorch's standard kernels. A seam:
 # tests empty it to run the standard path on CPU.
