@@ -26,6 +26,7 @@ from pathlib import Path
 import fine_yolo.paper as paper
 from fine_yolo.args import Command, Option
 from fine_yolo.errors import UsageError
+from fine_yolo.tables import markdown_table, signed
 
 STEPS = ("train", "val", "eval", "table")
 
@@ -191,10 +192,10 @@ def collect(recipe: Recipe) -> str:
             measured[run.name] = {k: None if m.get(k) is None else 100 * m[k] for k in recipe.metrics}
     head = recipe.metrics[0]
     cols = ["run", "model", *recipe.metrics, f"Δ {head}", f"paper {head}", f"paper Δ {head}"]
-    lines = [f"### {recipe.title}", "", "| " + " | ".join(cols) + " |", "|" + "---|" * len(cols)]
+    rows = []
     for run in recipe.runs:
         m = measured.get(run.name, {})
-        paper = recipe.paper.get(run.paper or "", {})
+        paper_row = recipe.paper.get(run.paper or "", {})
         base = next((r for r in recipe.runs if r.name == run.baseline), None)
         delta = paper_delta = None
         if base is not None:
@@ -202,12 +203,11 @@ def collect(recipe: Recipe) -> str:
             if m.get(head) is not None and b.get(head) is not None:
                 delta = m[head] - b[head]
             pb = recipe.paper.get(base.paper or "", {})
-            if head in paper and head in pb:
-                paper_delta = paper[head] - pb[head]
-        signed = [f"{x:+.1f}" if x is not None else "—" for x in (delta, paper_delta)]
-        row = [run.name, f"`{run.model}`", *(format_value(m.get(k)) for k in recipe.metrics)]
-        row += [signed[0], format_value(paper.get(head)), signed[1]]
-        lines.append("| " + " | ".join(row) + " |")
+            if head in paper_row and head in pb:
+                paper_delta = paper_row[head] - pb[head]
+        rows.append([run.name, f"`{run.model}`", *(format_value(m.get(k)) for k in recipe.metrics),
+                     signed(delta, ".1f") or "—", format_value(paper_row.get(head)), signed(paper_delta, ".1f") or "—"])
+    lines = [f"### {recipe.title}", "", markdown_table(cols, rows)]
     missing = [r.name for r in recipe.runs if r.name not in measured]
     lines += [
         "",

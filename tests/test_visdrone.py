@@ -113,6 +113,7 @@ def test_labels_line_by_line(source: Path, tmp_path: Path) -> None:
 
     text = vd.format_summary(s, vd.class_names())
     assert "c.jpg" in text and "d.txt" in text and "outside_image" in text
+    assert "|  | train | val | test |" in text and "|   outside_image | 1 | 0 | 0 |" in text
 
 
 def test_ultralytics_label_check_keeps_every_image(source: Path, tmp_path: Path) -> None:

@@ -42,6 +42,7 @@ from pathlib import Path
 
 from fine_yolo.args import Command, Option
 from fine_yolo.errors import FineYoloError
+from fine_yolo.tables import markdown_table
 
 # Split name in the YOLO layout -> folder name of the official VisDrone2019-DET archives.
 SPLIT_DIRS = {"train": "VisDrone2019-DET-train", "val": "VisDrone2019-DET-val", "test": "VisDrone2019-DET-test-dev"}
@@ -464,16 +465,15 @@ def convert_visdrone(
 
 
 def format_summary(summaries: dict[str, SplitSummary], names: tuple[str, ...]) -> str:
-    """Human-readable summary: images per split, boxes per class, rows dropped by reason, file operations."""
-    splits = list(summaries)
-    col = max(9, *(len(s) + 2 for s in splits))
+    """Markdown summary: images per split, boxes per class, rows dropped by reason, file operations; then the
+    skipped files by name."""
+    s = list(summaries.values())
 
-    def row(label: str, values: list) -> str:
-        return f"{label:<28}" + "".join(f"{v!s:>{col}}" for v in values)
+    def row(label: str, values: list) -> list:
+        return [label, *values]
 
-    s = summaries.values()
-    lines = [row("", splits), row("images converted", [x.images for x in s])]
-    lines += [
+    rows = [
+        row("images converted", [x.images for x in s]),
         row("  with no boxes (background)", [x.empty_images for x in s]),
         row("  with 'others' (kept)", [x.images_with_others for x in s]),
         row("  ignored regions filled", [x.filled for x in s]),
@@ -483,16 +483,14 @@ def format_summary(summaries: dict[str, SplitSummary], names: tuple[str, ...]) -
         row("files copied", [x.copied for x in s]),
         row("files unchanged", [x.unchanged for x in s]),
         row("stale files removed", [x.stale_removed for x in s]),
-        "",
         row("annotation rows", [x.lines for x in s]),
         row("boxes kept", [sum(x.boxes.values()) for x in s]),
-    ]
-    lines += [row(f"  {i} {n}", [x.boxes[i] for x in s]) for i, n in enumerate(names)]
-    lines += [
+        *(row(f"  {i} {n}", [x.boxes[i] for x in s]) for i, n in enumerate(names)),
         row("  of which clipped to image", [x.clipped for x in s]),
         row("rows dropped", [sum(x.dropped.values()) for x in s]),
+        *(row(f"  {reason}", [x.dropped[reason] for x in s]) for reason in DROP_REASONS),
     ]
-    lines += [row(f"  {reason}", [x.dropped[reason] for x in s]) for reason in DROP_REASONS]
+    lines = [markdown_table(["", *summaries], rows)]
     for x in s:  # name the skipped files: a count alone does not say where to look
         for what, files in (
             ("images without annotation", x.images_without_annotations),
@@ -511,7 +509,7 @@ def _run(args: dict, extra: dict) -> int:
             args["source"], args["out"], asked, args["link"], args["fill_ignored"], args["coco_json"]
         )
     except VisDroneFormatError as e:
-        raise VisDroneFormatError(f"malformed annotation, nothing written: {e}") from None
+        raise VisDroneInputError(f"malformed annotation, nothing written: {e}") from None
     except OSError as e:  # unreadable image, failed symlink or copy: already names the file
         raise VisDroneInputError(str(e)) from None
     out = Path(args["out"]).resolve()
