@@ -155,3 +155,9 @@ def match(indexed: Indexed, iou: float) -> Matching:
         for i, (d, s) in enumerate(zip(indexed.results, status))
     ]
     return Matching(detections, per_cat, sum(c["gt"] for c in per_cat.values()), crowd)
+
+
+def pycocotools_version() -> str:
+    from importlib.metadata import version
+
+    return f"pycocotools {version('pycocotools')}"
