@@ -158,7 +158,7 @@ def fp_gallery(
                 name = report.category_names.get(d.category_id, str(d.category_id))
                 ax.set_title(f"{name} {d.score:.2f}\n{Path(report.image_files[d.image_id]).name}", fontsize=8)
             if c == 0:
-                ax.set_ylabel(f"FP {label}\n{len(shown)} of {len(fps)}", fontsize=9)
+                ax.set_ylabel(f"FPs {label}\n{len(shown)} of {len(fps)}", fontsize=9)
         indices = [d.index for d in shown]
         result_rows.append({"label": label, "shown": len(shown), "total": len(fps), "detections": indices})
     fig.suptitle(
