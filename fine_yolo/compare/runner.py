@@ -200,7 +200,7 @@ def run_plan(
     fmt = "{desc}{percentage:3.0f}%|{bar}| {n:.1f}/{total_fmt} runs [{elapsed}<{remaining}{postfix}]"
     with tqdm(total=n_total, desc="compare", bar_format=fmt) as bar:
         try:
-            while queue or active:
+            while active or (queue and not failed):
                 for slot, dev in enumerate(slots):
                     if slot in active or not queue or failed:
                         continue
