@@ -432,8 +432,8 @@ def test_console_script(tmp_path):
     assert proc.returncode == 0 and "baseline_pred" in proc.stdout
 
 
-def test_model_form_untrained_checkpoint(tmp_path, capsys):
-    """`yolo val` of an untrained yolov8n on 4 images at 64 px: nothing above conf 0.5, so every box is missed."""
+def _tiny_val_set(tmp_path: Path) -> tuple[Path, Path]:
+    """4 images of 64 px, 2 boxes each, and an untrained yolov8n checkpoint (train nothing)."""
     from ultralytics import YOLO
 
     root = tmp_path / "ds"
@@ -446,6 +446,29 @@ def test_model_form_untrained_checkpoint(tmp_path, capsys):
     data.write_text(f"path: {root}\ntrain: images/val\nval: images/val\nnames:\n  0: car\n  1: boat\n")
     weights = tmp_path / "untrained.pt"
     YOLO("yolov8n.yaml").save(weights)
+    return data, weights
+
+
+def test_val_predictions(tmp_path):
+    from fine_yolo.eval.predictions import PredictionsError, val_predictions
+
+    data, weights = _tiny_val_set(tmp_path)
+    stale = tmp_path / "runs" / "v" / "predictions.json"
+    stale.parent.mkdir(parents=True)
+    stale.write_text(json.dumps(make_pred()))  # another model's: must not survive
+    got = val_predictions(weights, data, imgsz=64, project=tmp_path / "runs", name="v", batch=4, workers=0)
+    assert set(got) == {"pred", "gt", "map50_95", "map50"} and got["pred"] == stale
+    pred = json.loads(stale.read_text())
+    assert isinstance(pred, list) and all(p["file_name"].startswith("im") for p in pred)
+    assert got["gt"] == tmp_path / "runs" / "v" / "instances_val.json"
+    assert 0.0 <= got["map50"] <= 1.0 and isinstance(got["map50_95"], float)
+    with pytest.raises(PredictionsError, match="nope.pt: no such file"):
+        val_predictions(tmp_path / "nope.pt", data)
+
+
+def test_model_form_untrained_checkpoint(tmp_path, capsys):
+    """`yolo val` of an untrained yolov8n on 4 images at 64 px: nothing above conf 0.5, so every box is missed."""
+    data, weights = _tiny_val_set(tmp_path)
     out = tmp_path / "e.json"
     argv = [f"model={weights}", f"baseline={weights}", f"data={data}", "imgsz=64", "batch=4", "workers=0",
             f"project={tmp_path / 'runs'}", f"json={out}", f"gallery={tmp_path / 'g.png'}"]
