@@ -116,7 +116,8 @@ def compare(plan, args: dict[str, Any], device: str) -> int:
     eval_device = (device_slots(device)[0] or "cpu").split(",")[0]
     results = {}
     for spec in tqdm(plan.runs, desc="evaluate", unit="run"):
-        results[spec.name] = {**evaluate_run(spec, settings, plan.project / "eval", eval_device),
+        results[spec.name] = {**evaluate_run(spec, settings, plan.project / "eval", eval_device,
+                                                           spec.args.get("workers")),
                               "curve": read_curve(spec.run_dir)}
     summary = summarize(plan, results)
     title = str(args["title"]) or f"{Path(plan.model).stem} vs {Path(plan.baseline).stem}"

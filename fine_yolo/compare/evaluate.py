@@ -46,8 +46,13 @@ def _checkpoint_id(path: Path) -> dict[str, int]:
     return {"size": st.st_size, "mtime_ns": st.st_mtime_ns}
 
 
-def evaluate_run(spec: RunSpec, settings: EvalSettings, out_root: Path, device: str = "cpu") -> dict[str, Any]:
-    """Metrics of ``spec``'s ``best.pt`` (cached in ``out_root/NAME/eval.json``): ``coco``, ``errors``, ``val``."""
+def evaluate_run(
+    spec: RunSpec, settings: EvalSettings, out_root: Path, device: str = "cpu", workers: int | None = None
+) -> dict[str, Any]:
+    """Metrics of ``spec``'s ``best.pt`` (cached in ``out_root/NAME/eval.json``): ``coco``, ``errors``, ``val``.
+
+    ``device`` and ``workers`` (dataloader processes of the validation) change how fast, not what is computed.
+    """
     from fine_yolo.eval.coco import evaluate
     from fine_yolo.eval.errors import analyze
     from fine_yolo.eval.predictions import val_predictions
@@ -67,7 +72,7 @@ def evaluate_run(spec: RunSpec, settings: EvalSettings, out_root: Path, device: 
             pass  # unreadable cache: evaluate again
     val = val_predictions(
         best, settings.data, split=settings.split, imgsz=settings.imgsz, device=device, project=out_root,
-        name=spec.name, batch=settings.batch,
+        name=spec.name, batch=settings.batch, **({} if workers is None else {"workers": workers}),
     )
     ap = evaluate(val["pred"], val["gt"], cats="auto", verbose=False)
     err = analyze(val["pred"], val["gt"], conf=settings.conf, iou=settings.iou).to_dict()

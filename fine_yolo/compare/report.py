@@ -82,9 +82,10 @@ def summarize(plan: Plan, results: dict[str, dict[str, Any]]) -> dict[str, Any]:
                                  "scale": m.scale, "unit": m.unit}
         if any(v is None for v in base + fine):
             missing = [s for s, b, f in zip(plan.seeds, base, fine) if b is None or f is None]
+            why = ("the ground truth has no object of this size" if m.source == "coco"
+                   else "undefined: no detection or no ground-truth box to divide by")
             entry.update(diff=None, paired=None,
-                         verdict=f"{m.name}: no value at seed(s) {', '.join(map(str, missing))} (the ground truth has "
-                                 "no object of this size, or the evaluation did not give it)")
+                         verdict=f"{m.name}: no value at seed(s) {', '.join(map(str, missing))} ({why})")
         else:
             p = paired(fine, base)
             entry.update(diff=[f - b for f, b in zip(fine, base)], paired=p.to_dict(),
@@ -129,17 +130,24 @@ def markdown(plan: Plan, summary: dict[str, Any], results: dict[str, dict[str, A
                                               signed(summary[m.name]["diff"][plan.seeds.index(s)] * m.scale,
                                                      f".{m.digits}f") for m in shown])
     lines += ["", "## Per seed", "", markdown_table(["seed", "arm", *(m.name for m in shown)], seed_rows)]
-    lines += ["", "## Errors at confidence 0.5, IoU 0.5 (paper Table 5; mean over seeds)", "", table5(plan, results)]
+    errs = [results[r.name]["errors"] for r in plan.runs]
+    conf, iou = errs[0].get("conf", 0.5), errs[0].get("iou", 0.5)
+    lines += ["", f"## Errors at confidence {conf}, IoU {iou} (paper Table 5; mean over seeds)", "",
+              table5(plan, results)]
+    empty = [r.name for r, e in zip(plan.runs, errs) if not e.get("tp", 0) + e.get("fp", 0)]
+    if empty:
+        lines += ["", f"Note: no detection of {', '.join(empty)} reaches confidence {conf}, so their TP/FP/FN say "
+                      "nothing about the errors; `conf=` sets a lower threshold."]
     return "\n".join(lines) + "\n"
 
 
 def table5(plan: Plan, results: dict[str, dict[str, Any]]) -> str:
     """Table-5 rows: #images, TP, FP, FN, precision, recall, F1 per arm (mean over seeds) and FINE's relative change."""
     keys = ("images", "tp", "fp", "fn", "precision", "recall", "f1")
-    means: dict[str, dict[str, float]] = {}
+    means: dict[str, dict[str, float | None]] = {}
     for arm in ("baseline", "fine"):
         vals = [results[plan.run(s, arm).name]["errors"] for s in plan.seeds]
-        means[arm] = {k: sum(float(v.get(k, 0) or 0) for v in vals) / len(vals) for k in keys}
+        means[arm] = {k: _mean([None if v.get(k) is None else float(v[k]) for v in vals]) for k in keys}
     rows = []
     for arm, model in (("baseline", plan.baseline), ("fine", plan.model)):
         m = means[arm]
@@ -148,7 +156,7 @@ def table5(plan: Plan, results: dict[str, dict[str, Any]]) -> str:
 
     def rel(k: str) -> str | None:
         b, f = means["baseline"][k], means["fine"][k]
-        return None if not b else f"{(f - b) / b * 100:+.1f}%"
+        return None if not b or f is None else f"{(f - b) / b * 100:+.1f}%"
 
     rows.append(["relative change", None, *(rel(k) for k in keys[1:])])
     return markdown_table(["model", "#images", "TP", "FP", "FN", "precision", "recall", "F1"], rows)
