@@ -330,3 +330,63 @@ def test_compare_end_to_end_through_the_console_script(tmp_path):
     assert "4 finished run(s) found, 0 to train" in again.stdout
     assert json.loads((tmp_path / "cmp" / "compare.json").read_text())["settings"]["this_invocation"]["trained"] == []
     assert {p: p.stat().st_mtime_ns for p in (tmp_path / "cmp" / "runs").rglob("best.pt")} == best
+
+
+# ------------------------------------------------------------------------------------------- same initial weights
+
+
+class _Stop(Exception):
+    pass
+
+
+def _initial_state(model: str, data: Path, seed: int, **extra) -> dict[str, torch.Tensor]:
+    """The model ultralytics' trainer is about to train (after its own seeding and any pretrained transfer)."""
+    from ultralytics import YOLO
+
+    captured = {}
+
+    def grab(trainer):
+        captured.update({k: v.detach().clone() for k, v in trainer.model.state_dict().items()})
+        raise _Stop
+
+    y = YOLO(model)
+    y.add_callback("on_pretrain_routine_end", grab)
+    with pytest.raises(_Stop):
+        y.train(data=str(data), epochs=1, imgsz=64, batch=2, workers=0, device="cpu", plots=False, seed=seed,
+                deterministic=True, project=str(data.parent / "init"), name=f"{Path(model).stem}-{seed}",
+                exist_ok=True, verbose=False, **extra)
+    return captured
+
+
+@pytest.fixture(scope="module")
+def tiny_data(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("init")
+    generate(root / "data", seed=0, n_train=2, n_val=2, imgsz=128)
+    names = "\n".join(f"  {i}: {n}" for i, n in enumerate(CLASS_NAMES))
+    path = root / "tiny.yaml"
+    path.write_text(f"path: {root / 'data'}\ntrain: images/train\nval: images/val\nnames:\n{names}\n")
+    return path
+
+
+def test_both_arms_start_from_the_same_baseline_weights(tiny_data):
+    # What `yolo train model=... seed=s` trains: ultralytics seeds, then builds the FINE YAML's baseline layers first.
+    base, fine = _initial_state("yolov8n.yaml", tiny_data, 3), _initial_state("yolov8n-fine.yaml", tiny_data, 3)
+    assert set(fine) - set(base) and all(k.startswith("model.fine") for k in set(fine) - set(base))
+    assert all(torch.equal(v, fine[k]) for k, v in base.items())
+    other = _initial_state("yolov8n.yaml", tiny_data, 4)
+    assert not all(torch.equal(v, other[k]) for k, v in base.items())  # the seed does set the initialisation
+    for k in ("model.fine0.out.weight", "model.fine0.out.bias", "model.fine1.out.weight", "model.fine1.out.bias"):
+        assert torch.count_nonzero(fine[k]) == 0  # W_O = 0, b_O = 0: FINE starts as the identity
+
+
+def test_pretrained_arms_start_from_the_checkpoint(tiny_data):
+    from ultralytics.nn.tasks import DetectionModel
+
+    torch.manual_seed(123)  # a checkpoint unlike any seeded initialisation, with the dataset's 3 classes
+    ckpt = tiny_data.parent / "base.pt"
+    torch.save({"model": DetectionModel("yolov8n.yaml", nc=3, verbose=False)}, ckpt)
+    saved = {k: v.float() for k, v in torch.load(ckpt, weights_only=False)["model"].state_dict().items()}
+    base = _initial_state("yolov8n.yaml", tiny_data, 1, pretrained=str(ckpt))
+    fine = _initial_state("yolov8n-fine.yaml", tiny_data, 1, pretrained=str(ckpt))
+    for k, v in saved.items():
+        assert torch.equal(base[k].float(), v) and torch.equal(fine[k].float(), v), k
