@@ -24,12 +24,12 @@ def cfg_dir() -> Path:
 def packaged_yaml(name: str) -> Path | None:
     """Return the packaged model or data YAML called ``name`` (a bare file name), or None.
 
-    ``yolov12*`` / ``yolov11*`` also find ultralytics' v-less spelling (``yolo12-fine.yaml``), because users type
-    both and ultralytics itself names these files without the ``v``.
+    ``yolov11*``, ``yolov12*`` and ``yolov26*`` also find ultralytics' v-less spelling (``yolo12-fine.yaml``),
+    because users type both and ultralytics itself names these files without the ``v`` (``yolov10`` keeps it).
     """
     if not name or Path(name).name != name or not name.endswith((".yaml", ".yml")):
         return None
-    names = [name, re.sub(r"^yolov(1[1-9])", r"yolo\1", name)]
+    names = [name, re.sub(r"^yolov(1[1-9]|2\d)", r"yolo\1", name)]
     root = cfg_dir()
     for sub in ("models", "datasets"):
         for n in names:

@@ -40,6 +40,7 @@ import numpy as np
 from tqdm import tqdm
 
 from fine_yolo.args import Command, Option
+from fine_yolo.data.synthetic_labels import FLIP_IDX, KPT_SHAPE, obb_line, pose_line, segment_line, semantic_mask
 from fine_yolo.errors import FineYoloError
 
 GENERATOR = "fine-synth"
@@ -66,6 +67,9 @@ MIN_SEPARATION = 32  # Chebyshev distance between item centres: no pad reaches i
 MANIFEST = "MANIFEST.json"
 STAGING = ".fine-synth-staging"  # generation happens here and is moved into place at the end
 SPLITS: tuple[str, ...] = ("train", "val")
+# What generate() can label: boxes (the dataset itself), and from the same images and objects, polygons, oriented
+# boxes, keypoints and per-pixel context classes (fine_yolo.data.synthetic_labels). Only "detect" is fine-synth.yaml.
+TASKS: tuple[str, ...] = ("detect", "segment", "obb", "pose", "semantic")
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -158,8 +162,9 @@ def _pure_centres(regions: np.ndarray, radius: int) -> np.ndarray:
     return np.flatnonzero((pure & inside).ravel())
 
 
-def _blob_mask(rng: np.random.Generator) -> np.ndarray:
-    """A bool (h, w) mask exactly h x w in extent: ellipse, rectangle or rounded rectangle, 6-16 px a side."""
+def _blob_mask(rng: np.random.Generator) -> tuple[np.ndarray, int]:
+    """A bool (h, w) mask exactly h x w in extent, and its shape (``synthetic_labels.ELLIPSE``, ``RECTANGLE`` or
+    ``ROUNDED``, in that order of the draw): ellipse, rectangle or rounded rectangle, 6-16 px a side."""
     while True:
         bw, bh = (int(v) for v in rng.integers(OBJ_MIN, OBJ_MAX + 1, size=2))
         if max(bw, bh) <= MAX_ASPECT * min(bw, bh):
@@ -174,7 +179,7 @@ def _blob_mask(rng: np.random.Generator) -> np.ndarray:
     else:  # rounded rectangle: corners cut by 2 px diagonals
         cut = (np.abs(xx) - (bw - 1) / 2 + np.abs(yy) - (bh - 1) / 2) >= -1.0
         mask = ~cut
-    return mask
+    return mask, shape
 
 
 def _bar_mask(rng: np.random.Generator) -> np.ndarray:
@@ -205,8 +210,9 @@ def render(seed: int, split: str, index: int, imgsz: int = DEFAULT_IMGSZ) -> tup
 
     Returns ``(image, labels, meta)``: a uint8 BGR ``(imgsz, imgsz, 3)`` array, a float ``(n, 5)`` array of YOLO rows
     ``cls cx cy w h`` (normalised) and ``meta`` with the region map (``regions``: (H, W) uint8), the context name of
-    each region (``contexts``) and the unlabelled clutter (``decoys`` and ``fragments``: lists of inclusive pixel boxes
-    ``(x0, y0, x1, y1)``), which the tests use to check the dataset's claims.
+    each region (``contexts``), the unlabelled clutter (``decoys`` and ``fragments``: lists of inclusive pixel boxes
+    ``(x0, y0, x1, y1)``), which the tests use to check the dataset's claims, and ``objects``: ``(class, shape, box)``
+    for each label row, from which the other tasks' labels are computed (:mod:`fine_yolo.data.synthetic_labels`).
     """
     if split not in SPLITS:
         raise ValueError(f"split must be one of {SPLITS}, not {split!r}")
@@ -238,6 +244,7 @@ def render(seed: int, split: str, index: int, imgsz: int = DEFAULT_IMGSZ) -> tup
     rows: list[tuple[int, float, float, float, float]] = []
     decoys: list[tuple[int, int, int, int]] = []
     fragments: list[tuple[int, int, int, int]] = []
+    objects: list[tuple[int, int, tuple[int, int, int, int]]] = []  # (class, shape, box) per label row, same order
     for _ in range(300 if len(cand) else 0):  # rejection sampling; a crowded image simply gets fewer items
         if len(rows) >= n_obj and len(decoys) >= n_decoy and len(fragments) >= n_frag:
             break
@@ -249,9 +256,11 @@ def render(seed: int, split: str, index: int, imgsz: int = DEFAULT_IMGSZ) -> tup
         if len(fragments) < n_frag and rng.random() < 0.3:  # fragments in any context; objects/decoys by context
             fragments.append(_stamp(img, rng, cy, cx, _bar_mask(rng)))
         elif cls is None and len(decoys) < n_decoy:
-            decoys.append(_stamp(img, rng, cy, cx, _blob_mask(rng)))
+            decoys.append(_stamp(img, rng, cy, cx, _blob_mask(rng)[0]))
         elif cls is not None and len(rows) < n_obj:
-            x0, y0, x1, y1 = _stamp(img, rng, cy, cx, _blob_mask(rng))
+            mask, shape = _blob_mask(rng)
+            x0, y0, x1, y1 = _stamp(img, rng, cy, cx, mask)
+            objects.append((cls, shape, (x0, y0, x1, y1)))
             rows.append((cls, (x0 + x1 + 1) / 2 / w, (y0 + y1 + 1) / 2 / h, (x1 - x0 + 1) / w, (y1 - y0 + 1) / h))
         else:
             continue
@@ -259,7 +268,7 @@ def render(seed: int, split: str, index: int, imgsz: int = DEFAULT_IMGSZ) -> tup
 
     image = np.clip(np.floor(img + 0.5), 0, 255).astype(np.uint8)
     labels = np.array(rows, dtype=np.float64).reshape(-1, 5)
-    meta = {"regions": regions, "contexts": kinds, "decoys": decoys, "fragments": fragments}
+    meta = {"regions": regions, "contexts": kinds, "decoys": decoys, "fragments": fragments, "objects": objects}
     return image, labels, meta
 
 
@@ -282,39 +291,69 @@ class DatasetMismatchError(FineYoloError, FileExistsError):
     """The target directory already holds a dataset made with other parameters (or not by fine-synth)."""
 
 
-def _params(seed: int, n_train: int, n_val: int, imgsz: int) -> dict:
-    return {
+def _params(seed: int, n_train: int, n_val: int, imgsz: int, task: str = "detect") -> dict:
+    params = {
         "generator": GENERATOR,
         "version": GENERATOR_VERSION,
         "seed": seed,
         "n_train": n_train,
         "n_val": n_val,
         "imgsz": imgsz,
-        "names": list(CLASS_NAMES),
+        "names": list(task_names(task)),
     }
+    if task != "detect":  # a detection manifest stays byte-identical to the one written before tasks existed
+        params["task"] = task
+    return params
+
+
+def task_names(task: str) -> tuple[str, ...]:
+    """Class names of a task's labels: the object classes, or for ``semantic`` the four contexts."""
+    return CONTEXTS if task == "semantic" else CLASS_NAMES
+
+
+def _label_kind(task: str) -> tuple[str, str]:
+    """(directory, file suffix) of a task's labels: ``labels``/``.txt``, or ``masks``/``.png`` for semantic."""
+    return ("masks", ".png") if task == "semantic" else ("labels", ".txt")
+
+
+def task_label(task: str, labels: np.ndarray, meta: dict, imgsz: int) -> str | np.ndarray:
+    """One image's label for ``task``: the label file's text, or for ``semantic`` the (H, W) uint8 class mask."""
+    if task == "detect":
+        return format_labels(labels)
+    if task == "semantic":
+        items = [box for _, _, box in meta["objects"]] + meta["decoys"] + meta["fragments"]
+        region_class = [CONTEXTS.index(c) for c in meta["contexts"]]
+        return semantic_mask(meta["regions"], region_class, items, PAD)
+    line = {"segment": lambda c, shape, box: segment_line(c, shape, box, imgsz),
+            "obb": lambda c, shape, box: obb_line(c, box, imgsz),
+            "pose": lambda c, shape, box: pose_line(c, box, imgsz)}[task]
+    return "".join(line(c, shape, box) for c, shape, box in meta["objects"])
 
 
 def _describe(p: dict) -> str:
-    keys = ("seed", "n_train", "n_val", "imgsz")
+    keys = ("seed", "n_train", "n_val", "imgsz") + (("task",) if "task" in p else ())
     return " ".join(f"{k}={p.get(k)}" for k in keys) + f" ({p.get('generator')} v{p.get('version')})"
 
 
 def _complete(root: Path, params: dict) -> bool:
     """True if every image and label file the manifest promises is present (a cheap listing, no hashing)."""
     for split, n in (("train", params["n_train"]), ("val", params["n_val"])):
-        for sub, ext in (("images", ".png"), ("labels", ".txt")):
+        for sub, ext in (("images", ".png"), _label_kind(params.get("task", "detect"))):
             d = root / sub / split
             if not d.is_dir() or sum(1 for f in d.iterdir() if f.suffix == ext) != n:
                 return False
     return True
 
 
+_OUTPUT_DIRS = ("images", "labels", "masks")
+
+
 def _remove_outputs(root: Path) -> None:
     """Delete what a generation writes (and ultralytics' label caches), leaving anything else in root alone."""
-    for sub in ("images", "labels"):
+    for sub in _OUTPUT_DIRS:
         for split in SPLITS:
             shutil.rmtree(root / sub / split, ignore_errors=True)
-            if sub == "labels":  # ultralytics caches a detection split as labels/<split>.cache
+            if sub != "images":  # ultralytics caches a split as labels/<split>.cache (masks/<split>.cache)
                 (root / sub / f"{split}.cache").unlink(missing_ok=True)
         if (root / sub).is_dir() and not any((root / sub).iterdir()):
             (root / sub).rmdir()
@@ -350,8 +389,14 @@ def generate(
     imgsz: int = DEFAULT_IMGSZ,
     overwrite: bool = False,
     verbose: bool = True,
+    task: str = "detect",
 ) -> Path:
     """Write the dataset under ``root`` (``images/``, ``labels/``, ``MANIFEST.json``) and return ``root`` as a Path.
+
+    ``task`` picks the labels written for the same images (:data:`TASKS`): boxes (``detect``, the default: exactly
+    the files written before tasks existed), polygons (``segment``), oriented boxes (``obb``), boxes with 5 keypoints
+    (``pose``), or ``masks/`` PNGs of context classes (``semantic``); :func:`write_data_yaml` writes the dataset YAML
+    ultralytics trains from.
 
     Idempotent: if ``root`` already holds a complete dataset with the same parameters, nothing is written. A dataset
     with other parameters, or ``images/{train,val}``/``labels/{train,val}`` folders that fine-synth did not make, raise
@@ -367,7 +412,10 @@ def generate(
         raise SynthSettingsError(f"n_train and n_val must be >= 1, not {n_train} and {n_val}")
     if imgsz < MIN_IMGSZ:
         raise SynthSettingsError(f"imgsz must be >= {MIN_IMGSZ} (objects are {OBJ_MIN}-{OBJ_MAX} px), not {imgsz}")
-    params = _params(seed, n_train, n_val, imgsz)
+    if task not in TASKS:
+        raise SynthSettingsError(f"task must be one of {', '.join(TASKS)}, not {task!r}")
+    params = _params(seed, n_train, n_val, imgsz, task)
+    label_dir, label_ext = _label_kind(task)
 
     manifest = None if overwrite else read_manifest(root)
     if manifest is not None:
@@ -380,7 +428,7 @@ def generate(
         if _complete(root, params):
             return root
     ours = manifest is not None or (root / STAGING).exists()  # a manifest or a staging folder: our own leftovers
-    foreign = [root / sub / split for sub in ("images", "labels") for split in SPLITS if (root / sub / split).exists()]
+    foreign = [root / sub / split for sub in _OUTPUT_DIRS for split in SPLITS if (root / sub / split).exists()]
     if foreign and not ours and not overwrite:
         raise DatasetMismatchError(
             f"{root} already has {', '.join(str(p.relative_to(root)) for p in foreign)} not made by {GENERATOR} "
@@ -397,32 +445,44 @@ def generate(
     with tqdm(total=total, desc=f"{GENERATOR}: generating {total} images", disable=not verbose, leave=False) as bar:
         for split, n in (("train", n_train), ("val", n_val)):
             (stage / "images" / split).mkdir(parents=True, exist_ok=True)
-            (stage / "labels" / split).mkdir(parents=True, exist_ok=True)
-            per_class = [0] * len(CLASS_NAMES)
+            (stage / label_dir / split).mkdir(parents=True, exist_ok=True)
+            per_class = [0] * len(task_names(task))
             empty = 0
             for i in range(n):
-                image, labels, _ = render(seed, split, i, imgsz)
+                image, labels, meta = render(seed, split, i, imgsz)
                 name = f"{split}_{i:05d}"
                 # PNG: lossless, so the decoded pixels are exactly the rendered ones; level 1 is fast and small enough.
                 png = stage / "images" / split / f"{name}.png"
                 if not cv2.imwrite(str(png), image, [cv2.IMWRITE_PNG_COMPRESSION, 1]):
                     raise OSError(f"could not write {png}")
-                text = format_labels(labels)
-                (stage / "labels" / split / f"{name}.txt").write_text(text, encoding="ascii", newline="\n")
-                digest.update(f"{split}/{name}.txt\n{text}".encode("ascii"))
-                for c in labels[:, 0].astype(int):
-                    per_class[c] += 1
-                empty += len(labels) == 0
+                label = task_label(task, labels, meta, imgsz)
+                if task == "semantic":  # per-pixel classes; counts are pixels
+                    mask_png = stage / label_dir / split / f"{name}{label_ext}"
+                    if not cv2.imwrite(str(mask_png), label, [cv2.IMWRITE_PNG_COMPRESSION, 1]):
+                        raise OSError(f"could not write {mask_png}")
+                    digest.update(f"{split}/{name}{label_ext}\n".encode("ascii") + label.tobytes())
+                    per_class = [a + b for a, b in zip(per_class, np.bincount(label.ravel(), minlength=256)[:4])]
+                    empty += int(np.count_nonzero(label == 255))
+                else:
+                    (stage / label_dir / split / f"{name}.txt").write_text(label, encoding="ascii", newline="\n")
+                    digest.update(f"{split}/{name}.txt\n{label}".encode("ascii"))
+                    for c in labels[:, 0].astype(int):
+                        per_class[c] += 1
+                    empty += len(labels) == 0
                 bar.update(1)
-            counts[split] = {
-                "images": n,
-                "boxes": sum(per_class),
-                "empty_images": empty,
-                "per_class": dict(zip(CLASS_NAMES, per_class)),
-            }
+            if task == "semantic":
+                counts[split] = {"images": n, "ignored_pixels": empty,
+                                 "per_class": dict(zip(task_names(task), (int(c) for c in per_class)))}
+            else:
+                counts[split] = {
+                    "images": n,
+                    "boxes": sum(per_class),
+                    "empty_images": empty,
+                    "per_class": dict(zip(CLASS_NAMES, per_class)),
+                }
 
     # Move into place: labels first, val images last (their absence is ultralytics' cue to call us again).
-    for sub, split in (("labels", "train"), ("labels", "val"), ("images", "train"), ("images", "val")):
+    for sub, split in ((label_dir, "train"), (label_dir, "val"), ("images", "train"), ("images", "val")):
         (root / sub).mkdir(parents=True, exist_ok=True)
         os.replace(stage / sub / split, root / sub / split)
     manifest = {
@@ -445,10 +505,34 @@ def summary(root: str | Path) -> str:
         return f"{root}: no {GENERATOR} manifest"
     per = {name: sum(m["counts"][s]["per_class"][name] for s in SPLITS) for name in m["names"]}
     boxes = ", ".join(f"{name}={n}" for name, n in per.items())
+    task = m.get("task", "detect")
+    what = {"detect": "boxes", "semantic": "pixels"}.get(task, f"{task} labels")
     return (
         f"{GENERATOR}: {m['n_train']} train + {m['n_val']} val images ({m['imgsz']}x{m['imgsz']}, seed {m['seed']}), "
-        f"boxes {boxes} -> {Path(root)}"
+        f"{what} {boxes} -> {Path(root)}"
     )
+
+
+def write_data_yaml(root: str | Path, task: str) -> Path:
+    """Write ``root/fine-synth-<task>.yaml``, the dataset YAML ultralytics trains ``task`` from; return its path.
+
+    ``path`` is ``root`` made absolute; pose adds ``kpt_shape``/``flip_idx``, semantic ``masks_dir``.
+    """
+    import yaml
+
+    if task not in TASKS:
+        raise SynthSettingsError(f"task must be one of {', '.join(TASKS)}, not {task!r}")
+    root = Path(root).resolve()
+    data: dict = {"path": str(root), "train": "images/train", "val": "images/val",
+                  "names": dict(enumerate(task_names(task)))}
+    if task == "pose":
+        data.update(kpt_shape=list(KPT_SHAPE), flip_idx=list(FLIP_IDX))
+    if task == "semantic":
+        data["masks_dir"] = "masks"
+    path = root / f"{GENERATOR}-{task}.yaml"
+    header = f"# {GENERATOR} with {task} labels, written by fine_yolo.data.synthetic.write_data_yaml\n"
+    path.write_text(header + yaml.safe_dump(data, sort_keys=False, default_flow_style=None), encoding="utf-8")
+    return path
 
 
 def default_root() -> Path:
@@ -459,11 +543,15 @@ def default_root() -> Path:
 
 
 def _run(args: dict, extra: dict) -> int:
-    out = Path(str(args["out"])) if args["out"] else default_root()
+    task = str(args["task"])
+    default = default_root() if task == "detect" else default_root().with_name(f"{GENERATOR}-{task}")
+    out = Path(str(args["out"])) if args["out"] else default
     t0 = time.perf_counter()
     generate(out, seed=args["seed"], n_train=args["n_train"], n_val=args["n_val"], imgsz=args["imgsz"],
-             overwrite=args["overwrite"])
+             overwrite=args["overwrite"], task=task)
     print(f"{summary(out)} ({time.perf_counter() - t0:.1f}s)")
+    if task != "detect":  # detection trains from the packaged fine-synth.yaml
+        print(f"dataset YAML: {write_data_yaml(out, task)}")
     return 0
 
 
@@ -475,6 +563,8 @@ COMMAND = Command(
         "n_val": Option(DEFAULT_N_VAL, "val images"),
         "imgsz": Option(DEFAULT_IMGSZ, "image side in pixels"),
         "overwrite": Option(False, "replace an existing dataset made with other settings"),
+        "task": Option("detect", "labels to write (segment/obb/pose/semantic also write DIR/fine-synth-<task>.yaml)",
+                       choices=TASKS),
     },
     run=_run,
     example="fine-yolo synth out=datasets/fine-synth-800 seed=1 n_train=800",

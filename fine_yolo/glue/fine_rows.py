@@ -165,7 +165,10 @@ def _insert_fine(layers, fine_rows: list[_FineRow], ch: int, yaml_file: str, ver
     for fr, module in zip(fine_rows, modules):
         if not any(module.i in _reads(m) for _, m in entries[module.i + 1 :]):
             raise fr.error(yaml_file, f"no row after it reads layer {fr.low}, so the aligned map would be unused")
-    save = sorted({x for _, m in entries for x in ([m.f] if isinstance(m.f, int) else m.f) if x != -1})
+    # Outputs read by a later layer other than through ``x`` (the -1 chain) must be kept: RT-DETR's predict, like
+    # _predict_once, stores y[i] only for i in save. A relative index other than -1 ([-2, -1] in RT-DETR) is a kept
+    # output too, saved under its absolute position as ultralytics' own ``x % i`` does.
+    save = sorted({m.i + x if x < 0 else x for _, m in entries for x in _froms(m) if x != -1})
     return torch.nn.Sequential(OrderedDict(entries)), save
 
 
@@ -174,21 +177,26 @@ def _remap(x: int, j: int, pos: int, alias: dict[int, int]) -> int:
 
     An explicit index stays explicit (``Detect.f`` ``[15, 18, 21]`` becomes ``[17, 20, 23]``, never ``-1``: code
     that reads ``m.f`` — ``DistillationModel.get_distill_layers``, feature hooks, ``visualize`` — must find the layer
-    it names). ``-1`` stays ``-1`` while the previous position still holds what the previous baseline layer means (the
-    baseline layer itself, or a FINE module refining it); otherwise it becomes that layer's explicit position.
-    Layer 0's ``-1`` is the image.
+    it names). A relative index (``-1``; RT-DETR's Concat also reads ``-2``) means baseline layer ``j + x``; it stays
+    relative while ``pos + x`` still holds what that baseline layer means (the layer itself, or a FINE module refining
+    it), otherwise it becomes that layer's explicit position. Layer 0's ``-1`` is the image.
     """
-    if x != -1:
+    if x >= 0:
         return alias[x]
-    if j == 0:
-        return -1
-    target = alias[j - 1]
-    return -1 if target == pos - 1 else target
+    if j + x < 0:  # before the first layer: the image for -1 at layer 0; anything else is ultralytics' to judge
+        return x
+    target = alias[j + x]
+    return x if target == pos + x else target
+
+
+def _froms(m) -> list[int]:
+    """Layer ``m``'s ``from`` as a list."""
+    return [m.f] if isinstance(m.f, int) else list(m.f)
 
 
 def _reads(m) -> set[int]:
-    """Positions whose outputs layer ``m`` reads (-1 resolved to the previous position)."""
-    return {m.i - 1 if x == -1 else x for x in ([m.f] if isinstance(m.f, int) else m.f)}
+    """Positions whose outputs layer ``m`` reads (relative indices resolved against its position)."""
+    return {m.i + x if x < 0 else x for x in _froms(m)}
 
 
 def _log_fine(fr: _FineRow, module) -> None:
