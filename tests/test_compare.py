@@ -4,10 +4,13 @@
 from __future__ import annotations
 
 import json
+import os
 import shutil
+import signal
 import subprocess
 import sys
 import textwrap
+import time
 from pathlib import Path
 
 import pytest
@@ -151,6 +154,9 @@ _FAKE_YOLO = textwrap.dedent(
     kv = dict(a.split("=", 1) for a in sys.argv[2:])
     with open(os.environ["FAKE_LOG"], "a") as f:
         f.write(json.dumps(sys.argv[1:]) + "\\n")
+    if os.environ.get("FAKE_SLEEP"):
+        pathlib.Path(os.environ["FAKE_LOG"] + ".pid").write_text(str(os.getpid()))
+        import time; time.sleep(float(os.environ["FAKE_SLEEP"]))
     if kv.get("resume") == "True":
         run = pathlib.Path(kv["model"]).parent.parent
         args = yaml.safe_load((run / "args.yaml").read_text())
@@ -228,6 +234,36 @@ def test_runner_moves_a_run_with_changed_settings_aside_and_redoes_it(tmp_path, 
     stale = tmp_path / "proj" / "runs" / "stale" / "seed0-fine.1"
     assert (stale / "weights" / "best.pt").is_file()  # kept, not mixed in, not deleted
     assert any("seed0-fine: settings changed (lr0: 0.01 -> 0.02)" in m for m in messages)
+
+
+def test_sigterm_stops_the_running_training_too(tmp_path, fake_yolo):
+    # A scheduler's `kill` reaches compare, not its `yolo train` child: the child must not train on unattended.
+    code = textwrap.dedent(
+        f"""
+        from pathlib import Path
+        from fine_yolo.compare import plan as plan_module, runner
+        plan_module.yolo_executable = lambda: {str(tmp_path / 'fake-yolo')!r}
+        runner.POLL_S = 0.05
+        plan = plan_module.make_plan("yolov8n-fine.yaml", "yolov8n.yaml", [0], Path({str(tmp_path)!r}) / "p",
+                                     {{"data": "d.yaml", "epochs": 1}})
+        runner.run_plan(plan, device="cpu")
+        """
+    )
+    log = tmp_path / "calls.jsonl"
+    proc = subprocess.Popen([sys.executable, "-c", code], env=offline_env(FAKE_LOG=str(log), FAKE_SLEEP="120"),
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    pid_file = Path(str(log) + ".pid")
+    for _ in range(600):
+        if pid_file.exists() and pid_file.read_text():
+            break
+        time.sleep(0.1)
+    child = int(pid_file.read_text())
+    proc.terminate()
+    assert proc.wait(timeout=60) == 128 + signal.SIGTERM
+    with pytest.raises(ProcessLookupError):
+        for _ in range(100):  # the child is gone (reaped by compare) within moments
+            os.kill(child, 0)
+            time.sleep(0.05)
 
 
 def test_inspect_treats_a_truncated_last_pt_as_nothing_to_resume(tmp_path):

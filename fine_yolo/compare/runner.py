@@ -25,7 +25,9 @@ from __future__ import annotations
 import csv
 import os
 import shutil
+import signal
 import subprocess
+import threading
 import time
 from collections.abc import Sequence
 from dataclasses import dataclass, field
@@ -153,6 +155,14 @@ class _Active:
     counted: float = 0.0  # fraction of this run already shown on the bar
 
 
+class _Terminated(BaseException):
+    """SIGTERM arrived: stop the children (their last.pt is intact) and exit with 128 + 15 like a killed process."""
+
+
+def _on_sigterm(signum, frame):
+    raise _Terminated
+
+
 def _tail(path: Path, n: int = 25) -> str:
     try:
         return "\n".join(path.read_text(errors="replace").splitlines()[-n:])
@@ -197,6 +207,10 @@ def run_plan(
     active: dict[int, _Active] = {}
     failed: list[str] = []
     n_total = len(todo)
+    # SIGTERM (a scheduler, `kill`) and Ctrl-C both stop the running trainings before this process ends; a background
+    # shell may have SIGINT ignored, so SIGTERM is the one signal that always reaches us.
+    previous = signal.signal(signal.SIGTERM, _on_sigterm) if threading.current_thread() is threading.main_thread() \
+        else None
     fmt = "{desc}{percentage:3.0f}%|{bar}| {n:.1f}/{total_fmt} runs [{elapsed}<{remaining}{postfix}]"
     with tqdm(total=n_total, desc="compare", bar_format=fmt) as bar:
         try:
@@ -236,12 +250,17 @@ def run_plan(
                 started = len(report.trained)
                 bar.set_description(f"run {min(started, n_total)}/{n_total}")
                 bar.set_postfix_str(", ".join(current), refresh=True)
-        except BaseException:
+        except BaseException as e:
             for a in active.values():  # a Ctrl-C or a failure here: stop the children; their last.pt is intact
                 a.proc.terminate()
             for a in active.values():
                 a.proc.wait()
+            if isinstance(e, _Terminated):
+                raise SystemExit(128 + signal.SIGTERM) from None
             raise
+        finally:
+            if previous is not None:
+                signal.signal(signal.SIGTERM, previous)
     if failed:
         raise CompareRunError("\n\n".join(failed))
     return report
