@@ -464,6 +464,8 @@ def test_val_predictions(tmp_path):
     assert 0.0 <= got["map50"] <= 1.0 and isinstance(got["map50_95"], float)
     with pytest.raises(PredictionsError, match="nope.pt: no such file"):
         val_predictions(tmp_path / "nope.pt", data)
+    with pytest.raises(PredictionsError, match="save_json: set by the error analysis"):
+        val_predictions(weights, data, save_json=False)
 
 
 def test_model_form_untrained_checkpoint(tmp_path, capsys):

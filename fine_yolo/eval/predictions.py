@@ -18,6 +18,9 @@ from typing import Any
 from fine_yolo.data.coco_gt import dataset_gt, yolo_split_to_coco
 from fine_yolo.errors import FineYoloError
 
+# Arguments val_predictions sets itself (its own parameters, and what makes the output what the analysis reads).
+RESERVED = frozenset({"save_json", "project", "name", "exist_ok", "data", "split", "imgsz", "device", "batch"})
+
 
 class PredictionsError(FineYoloError, ValueError):
     """A checkpoint that cannot be validated for the error analysis; the message names it."""
@@ -45,6 +48,9 @@ def val_predictions(
     fine_yolo.glue.register()  # FINE checkpoints unpickle even with the start-up hook off
     from ultralytics import YOLO
 
+    fixed = sorted(set(val_args) & RESERVED)
+    if fixed:
+        raise PredictionsError(f"val argument(s) {', '.join(fixed)}: set by the error analysis itself")
     weights = Path(weights)
     if not weights.is_file():
         raise PredictionsError(f"model {weights}: no such file")
