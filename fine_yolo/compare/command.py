@@ -43,16 +43,20 @@ def parse_seeds(value: str) -> list[int]:
 
 
 def _local(value: str, key: str, must_exist: bool = False) -> str:
-    """An existing local file as an absolute path (the runs may start elsewhere); other names unchanged."""
+    """An existing local file as an absolute path (the runs may start elsewhere); other names unchanged.
+
+    With ``must_exist``, a path with a directory part that names no file is an error; a bare name such as
+    ``yolov8n.pt`` is left to ultralytics, which fetches its official weights.
+    """
     path = Path(value).expanduser()
     if path.is_file():
         return str(path.resolve())
-    if must_exist:
+    if must_exist and path.parent != Path("."):
         raise UsageError(f"argument '{key}={value}': no such file")
     return value
 
 
-def _executable_note() -> None:
+def _require_hook() -> None:
     """The runs are plain `yolo` processes; they know FINE through the start-up hook, which must be on."""
     from fine_yolo._hook import enabled
 
@@ -85,7 +89,7 @@ def run(args: dict[str, Any], extra: dict[str, Any]) -> int:
     device = str(args["device"])
     if args["dry_run"]:
         return dry_run(plan, device, int(args["devices_per_run"]))
-    _executable_note()
+    _require_hook()
     return compare(plan, args, device)
 
 
