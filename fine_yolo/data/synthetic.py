@@ -331,7 +331,7 @@ def task_label(task: str, labels: np.ndarray, meta: dict, imgsz: int) -> str | n
 
 
 def _describe(p: dict) -> str:
-    keys = ("seed", "n_train", "n_val", "imgsz") + (("task",) if "task" in p else ())
+    keys = ("seed", "n_train", "n_val", "imgsz") + (("task",) if p.get("task") else ())
     return " ".join(f"{k}={p.get(k)}" for k in keys) + f" ({p.get('generator')} v{p.get('version')})"
 
 
@@ -419,8 +419,9 @@ def generate(
 
     manifest = None if overwrite else read_manifest(root)
     if manifest is not None:
-        found = {key: manifest.get(key) for key in params}
-        if found != params:
+        # "task" is compared even when absent from params (detection): a segment set is not the detection set.
+        found = {key: manifest.get(key) for key in (*params, "task")}
+        if found != {"task": None, **params}:
             raise DatasetMismatchError(
                 f"{root} already holds a dataset generated with {_describe(found)}; requested {_describe(params)}. "
                 "Pass overwrite=True (CLI: overwrite=true) to replace it, or choose another directory."
