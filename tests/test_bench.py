@@ -230,7 +230,7 @@ def test_markdown_report_like_table_1():
     (["device=gpu"], "device=gpu is not cpu"),
     (["block=0"], "block=0 must be >= 1"),
     (["iters=0"], "iters=0 must be >= 1"),
-    (["malloc=jemalloc"], "malloc=jemalloc is not one of"),
+    (["malloc=jemalloc"], "'malloc=jemalloc' must be one of steady, default"),
     (["format=tflite"], "format=tflite is not one of"),
     (["model=x-fine.onnx", "baseline=x.onnx"], "x-fine.onnx is an exported file"),
 ])
