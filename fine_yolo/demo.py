@@ -29,7 +29,6 @@ measurable difference. The longer fine-synth study is ``docs/fine_synth_study.md
 from __future__ import annotations
 
 import json
-import os
 from pathlib import Path
 from typing import Any
 
@@ -42,12 +41,6 @@ the baseline continued vs its FINE model fine-tuned from it (FINE starts as the 
 settings; prints per-seed values, the paired differences with their 95% t-interval and one verdict per metric, and
 the Table-5 error rows; writes compare/curves.png and compare/differences.png; exports the seed-0 pair to ONNX and
 validates it with ONNX Runtime. Defaults take about 20 minutes on a 2-core CPU. base_epochs=0 compares from scratch."""
-
-
-def _offline_defaults() -> None:
-    # ultralytics would otherwise try to download fonts/assets and pip-install missing packages.
-    os.environ.setdefault("YOLO_OFFLINE", "1")
-    os.environ.setdefault("YOLO_AUTOINSTALL", "False")
 
 
 def train_base(args: dict[str, Any], baseline: str, project: Path) -> Path:
@@ -99,7 +92,6 @@ def run(args: dict[str, Any], extra: dict[str, Any]) -> int:
     from fine_yolo.glue import register
     from fine_yolo.models import baseline_name
 
-    _offline_defaults()
     register()  # in case the start-up hook is turned off
     try:
         baseline = str(args["baseline"]) or baseline_name(str(args["model"]))
