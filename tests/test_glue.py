@@ -50,16 +50,21 @@ def test_parse_model_wrapper_passes_through_whatever_ultralytics_passes():
 
 def _export_sha(tmp_path: Path, hook: str) -> str:
     """Export a plain yolov8n (FP16 on the CPU: the case the ONNX node-order patch handles for FINE models) in a fresh
-    process with the start-up hook on or off; return the file's SHA-256."""
+    process with the start-up hook on or off; return the SHA-256 of the file's graph (nodes, initializers, inputs,
+    outputs; the metadata holds the export date)."""
     work = tmp_path / f"hook{hook}"
     work.mkdir()
-    code = ("from ultralytics import YOLO; "
+    code = ("import torch; torch.manual_seed(0); from ultralytics import YOLO; "  # the same random weights
             "print(YOLO('yolov8n.yaml').export(format='onnx', imgsz=64, half=True, simplify=False, device='cpu'))")
     proc = subprocess.run([sys.executable, "-c", code], cwd=work, capture_output=True, text=True,
                           env=offline_env(FINE_YOLO_HOOK=hook), timeout=600)
     assert proc.returncode == 0, proc.stderr[-2000:]
     onnx_file = Path(proc.stdout.strip().splitlines()[-1])
-    return hashlib.sha256((work / onnx_file).read_bytes()).hexdigest()
+    import onnx
+
+    proto = onnx.load(str(work / onnx_file))
+    assert any(i.data_type == onnx.TensorProto.FLOAT16 for i in proto.graph.initializer)  # the FP16 path ran
+    return hashlib.sha256(proto.graph.SerializeToString()).hexdigest()
 
 
 @pytest.mark.slow
