@@ -188,7 +188,9 @@ IMGSZ = 128  # a multiple of 32 whose P3..P5 maps (16, 8, 4) hold whole AATS cel
 
 
 def test_every_shipped_yaml_is_covered():
-    assert set(SHIPPED) == set(FINE_MODELS)
+    """The yolov8/v10/12 detection YAMLs here; every other family and task in tests/test_families_export.py."""
+    here = {n for n, m in FINE_MODELS.items() if m.family in ("YOLOv8", "YOLOv10", "YOLO12") and m.task == "detect"}
+    assert set(SHIPPED) == here
 
 
 @pytest.fixture(scope="module")

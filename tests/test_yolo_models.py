@@ -1,8 +1,11 @@
-"""The shipped FINE YAMLs inside ultralytics: build, channels, indices, checkpoint transfer, bad rows."""
+"""The shipped FINE YAMLs inside ultralytics: placement, build at every scale, forward, identity at init, names,
+checkpoint transfer for every family and task, bare names and alternate spellings, bad rows."""
 
 from __future__ import annotations
 
+import functools
 import os
+from pathlib import Path
 
 import pytest
 import torch
@@ -11,95 +14,235 @@ from ultralytics import YOLO
 
 from fine_yolo.assets import cfg_dir
 from fine_yolo.glue.fine_rows import FINERowError
-from fine_yolo.models import FINE_MODELS, baseline_name, render_fine_yaml, upstream_text
+from fine_yolo.models import (
+    FINE_MODELS,
+    HEAD_DIM,
+    baseline_name,
+    build,
+    fine_row,
+    not_shipped_table,
+    placement_table,
+    render_fine_yaml,
+    scales,
+    top_down_stages,
+    upstream_text,
+)
 from fine_yolo.nn import FINE
 
-SCALED = [f"yolov8{s}-fine.yaml" for s in "nsmlx"] + [f"yolov10{s}-fine.yaml" for s in "nsmblx"]
-SCALED += [f"yolo12{s}-fine.yaml" for s in "nsmlx"]
+README = Path(__file__).resolve().parents[1] / "README.md"
+ALL_SCALES = [(name, n) for name in FINE_MODELS for n in scales(name)]
+
+
+def _first_per(key) -> list[str]:
+    """The first scale of the first shipped file for each value of ``key(FineModel)``, in table order."""
+    first: dict = {}
+    for name, m in FINE_MODELS.items():
+        first.setdefault(key(m), scales(name)[0])
+    return list(first.values())
+
+
+# One model per family, task and placement (v9e, v9m and the RT-DETR backbones differ from their family's first file).
+REPRESENTATIVES = _first_per(lambda m: (m.family, m.task, m.stages))
+# At 640 one model per family and task, the smallest (RT-DETR: rtdetr-l; the others run at the small size).
+FORWARD_640 = _first_per(lambda m: (m.family, m.task))
+
+
+def _live(model):
+    """Re-estimate every BatchNorm's statistics on one small batch (train mode, every layer but the head), as training
+    would, and return the model in eval mode.
+
+    At PyTorch's initialisation with BatchNorm's default statistics, activations shrink ~3x per layer into float
+    denormals: comparisons of outputs then compare near-zero numbers, and x86 CPUs compute denormals up to ~60x
+    slower (yolov8n-seg at 128x160: 1.9 s instead of 0.03 s). After this, activations are O(1).
+    """
+    net = model.model.float()
+    for bn in (m for m in net.modules() if isinstance(m, torch.nn.BatchNorm2d)):
+        bn.reset_running_stats()
+        bn.momentum = None  # cumulative average: one batch sets the statistics
+    net.train()
+    torch.manual_seed(0)
+    y, x = [], torch.rand(2, 3, 64, 96)
+    with torch.no_grad():
+        for m in net.model[:-1]:  # the head's training path would need targets (RT-DETR's denoising)
+            if m.f != -1:
+                x = y[m.f] if isinstance(m.f, int) else [x if j == -1 else y[j] for j in m.f]
+            x = m(x)
+            y.append(x)
+    net.eval()
+    return model
 
 
 def _fine_modules(model) -> list[FINE]:
     return [m for m in model.model.model if isinstance(m, FINE)]
 
 
-def _layer_shapes(model, x: torch.Tensor) -> list[torch.Size]:
-    """Output shape of every layer, in execution order (mirrors ultralytics' _predict_once)."""
-    y, shapes = [], []
+def _layer_outputs(model, x: torch.Tensor) -> list:
+    """Output of every layer, in execution order (ultralytics' _predict_once; RT-DETR's head gets batch=None)."""
+    y = []
     for m in model.model.model:
         if m.f != -1:
             x = y[m.f] if isinstance(m.f, int) else [x if j == -1 else y[j] for j in m.f]
         x = m(x)
         y.append(x)
-        shapes.append(x.shape if isinstance(x, torch.Tensor) else None)
-    return shapes
+    return y
 
 
-@pytest.mark.parametrize("name", SCALED)
-def test_every_model_builds_and_runs_at_640_and_rectangular(name):
-    model = YOLO(name, verbose=False)
-    model.model.eval()
-    fines = _fine_modules(model)
-    assert len(fines) == 2
+def _tensors(out) -> list[torch.Tensor]:
+    """Every tensor in a (nested) model output, in a fixed order."""
+    if isinstance(out, torch.Tensor):
+        return [out]
+    if isinstance(out, dict):
+        return [t for k in sorted(out) for t in _tensors(out[k])]
+    if isinstance(out, (list, tuple)):
+        return [t for v in out for t in _tensors(v)]
+    return []
+
+
+def _positions(model) -> dict[int, int]:
+    """Baseline layer index -> position in the FINE model's Sequential (FINE modules take none)."""
+    return {int(name): pos for pos, (name, _) in enumerate(model.model.model.named_children()) if name.isdigit()}
+
+
+def _check_forward(model, name: str, hw: tuple[int, int]) -> None:
+    """FINE reads the table's layers, keeps low's shape, sits at a 2x level step, and is the identity at init."""
+    stages = FINE_MODELS[_file_of(name)].stages
+    fines, pos = _fine_modules(model), _positions(model)
     with torch.no_grad():
-        for hw in ((640, 640), (320, 480)):
-            x = torch.rand(1, 3, *hw)
-            shapes = _layer_shapes(model, x)
-            for fm in fines:
-                low_pos, high_pos = fm.f
-                # channels inferred from the layers FINE reads, at this width scale
-                assert (fm.c_low, fm.c_high) == (shapes[low_pos][1], shapes[high_pos][1])
-                assert shapes[fm.i] == shapes[low_pos]  # output keeps low's shape
-                assert shapes[low_pos][2] == 2 * shapes[high_pos][2]
-            assert shapes[-1] is None or shapes[-1][0] == 1  # the head ran
-    # paper §5.3.2: k=1 at P4<-P5, k=2 at P3<-P4; head dim 16
-    assert [(fm.k, fm.r, fm.head_dim) for fm in fines] == [(1, 2, 16), (2, 2, 16)]
+        y = _layer_outputs(model, torch.rand(1, 3, *hw))
+    for fm, st in zip(fines, stages):
+        low, high = fm.f
+        assert (low, high) == (pos[st.low], pos[st.high]), name  # the table's layers, at their new positions
+        assert (fm.c_low, fm.c_high) == (y[low].shape[1], y[high].shape[1])  # channels of this width scale
+        assert y[low].shape[2:] == (y[high].shape[2] * 2, y[high].shape[3] * 2)
+        assert torch.equal(y[fm.i], y[low]), name  # W_O = 0: FINE returns low bit for bit
+    assert _tensors(y[-1]) and all(t.shape[0] == 1 for t in _tensors(y[-1]))  # the head ran
+
+
+def _file_of(model_name: str) -> str:
+    return next(name for name in FINE_MODELS if model_name in scales(name))
+
+
+@functools.cache
+def _built(model_name: str):
+    """One live eval-mode build per model for the read-only tests (a build costs up to ~1 s on 2 cores)."""
+    return _live(build(model_name))
+
+
+@pytest.mark.parametrize(("name", "model_name"), ALL_SCALES, ids=[n for _, n in ALL_SCALES])
+def test_every_scale_builds_with_fine_where_the_table_puts_it(name, model_name):
+    """Build-only (the glue's build-time probe already ran the baseline layers and each FINE at 256 px)."""
+    model = build(model_name)
+    fines, pos = _fine_modules(model), _positions(model)
+    stages = FINE_MODELS[name].stages
+    # paper §5.3.2: k=1 at P4<-P5, k=2 at P3<-P4, r=2, head dim 16 (yolov9m's P4: 24, the table says why)
+    assert [(fm.k, fm.r, fm.head_dim) for fm in fines] == [(s.k, 2, s.head_dim) for s in stages]
+    assert [fm.f for fm in fines] == [[pos[s.low], pos[s.high]] for s in stages]
+    if len(scales(name)) > 1:  # the scale letter of the name reached ultralytics (yolov8s-fine -> scale s)
+        assert model.model.yaml["scale"] == model_name[len(name.split("-")[0])]
+
+
+@pytest.mark.parametrize("model_name", REPRESENTATIVES)
+def test_one_model_per_family_and_task_runs_at_a_small_rectangular_size(model_name):
+    _check_forward(_built(model_name), model_name, (128, 192))
+
+
+@pytest.mark.parametrize("model_name", FORWARD_640)
+def test_one_model_per_family_and_task_runs_at_640(model_name):
+    _check_forward(_built(model_name), model_name, (640, 640))
 
 
 @pytest.mark.parametrize("name", FINE_MODELS)
-def test_shipped_yaml_is_upstream_plus_fine_rows(name):
-    """Structurally (so any ultralytics in the declared range passes): upstream rows, plus two FINE rows."""
+def test_shipped_yaml_is_upstream_plus_fine_rows_at_every_top_down_stage(name):
+    """Structurally (so any ultralytics in the declared range passes): upstream rows, plus the table's FINE rows,
+    which are exactly the upstream YAML's top-down fusion stages, coarsest first."""
     shipped = yaml.safe_load((cfg_dir() / "models" / name).read_text(encoding="utf-8"))
     upstream = yaml.safe_load(upstream_text(name))
-    rendered = yaml.safe_load(render_fine_yaml(name, upstream_text(name)))
+    stages = FINE_MODELS[name].stages
     fine_rows = [r for r in shipped["head"] if r[2] == "FINE"]
-    assert [r[:2] + r[3:] for r in fine_rows] == [[[low, high], 1, [k]] for low, high, k in FINE_MODELS[name][1]]
+    args = [[s.k] if s.head_dim == HEAD_DIM else [s.k, 2, s.head_dim] for s in stages]
+    assert [r[:2] + r[3:] for r in fine_rows] == [[[s.low, s.high], 1, a] for s, a in zip(stages, args)]
     assert {**shipped, "head": [r for r in shipped["head"] if r[2] != "FINE"]} == upstream
-    assert rendered == shipped  # scripts/make_fine_yamls.py would write the same model
+    assert [(low, high) for _, low, high in top_down_stages(upstream)] == [(s.low, s.high) for s in stages]
+    assert [s.k for s in stages] == [1, 2]
+    assert yaml.safe_load(render_fine_yaml(name, upstream_text(name))) == shipped  # the script writes the same model
 
 
-@pytest.mark.parametrize(
-    ("fine", "base"),
-    [(f"{b}-fine.yaml", f"{b}.yaml") for b in ("yolov8n", "yolov10n", "yolo12n")],
-)
-def test_baseline_indices_and_state_dict_names_are_kept(fine, base):
-    f_sd = YOLO(fine, verbose=False).model.state_dict()
-    b_sd = YOLO(base, verbose=False).model.state_dict()
+def test_fine_row_text():
+    from fine_yolo.models import Stage
+
+    assert fine_row(Stage(6, 9, 1)) == "[[6, 9], 1, FINE, [1]]"
+    assert fine_row(Stage(6, 9, 1, 24)) == "[[6, 9], 1, FINE, [1, 2, 24]]"
+
+
+def test_top_down_stages_are_upsampled_concats_only():
+    """yolov6 upsamples with ConvTranspose2d; the bottom-up (PAN) Concats read strided convs and are not stages."""
+    v6 = yaml.safe_load(Path(upstream_path("yolov6-fine.yaml")).read_text())
+    assert top_down_stages(v6) == [(12, 6, 10), (17, 4, 15)]  # (concat row, low, high) read off v6/yolov6.yaml
+    rtdetr = yaml.safe_load(Path(upstream_path("rtdetr-l-fine.yaml")).read_text())
+    assert top_down_stages(rtdetr) == [(15, 14, 12), (20, 19, 17)]  # [[-2, -1], 1, Concat]: -2 is the upsample
+
+
+def upstream_path(name: str) -> str:
+    from ultralytics.utils import ROOT
+
+    return str(ROOT / "cfg" / "models" / FINE_MODELS[name].upstream)
+
+
+def test_shipped_files_are_exactly_the_table():
+    assert sorted(p.name for p in (cfg_dir() / "models").glob("*-fine.yaml")) == sorted(FINE_MODELS)
+
+
+def test_readme_placement_tables_are_current():
+    """The README prints the placement table and what is not shipped (`python scripts/make_fine_yamls.py table`)."""
+    text = README.read_text(encoding="utf-8")
+    assert placement_table() in text, "README placement table is stale: paste `python scripts/make_fine_yamls.py table`"
+    assert not_shipped_table() in text, "README not-shipped table is stale"
+
+
+def test_placement_table_lists_every_file_once():
+    table = placement_table()
+    rows = table.splitlines()[2:]
+    assert len(FINE_MODELS) == 31 and len(rows) == 23  # yolov9{t,s,c}, yolov10{n..x}, rtdetr-resnet{50,101} share
+    assert "| YOLOv9 | detect | `yolov9m-fine.yaml` | `v9/yolov9m.yaml` | 6 ← 9, k=1, d=24 | 4 ← 12, k=2 |" in rows
+    assert ("| RT-DETR | detect | `rtdetr-resnet{50,101}-fine.yaml` | `rt-detr/rtdetr-resnet{50,101}.yaml` "
+            "| 9 ← 7, k=1 | 14 ← 12, k=2 |") in rows
+    assert "| YOLO26 | semantic | `yolo26{n,s,m,l,x}-sem-fine.yaml` | `26/yolo26-sem.yaml` | 6 ← 10, k=1 | 4 ← 13, " \
+           "k=2 |" in rows
+
+
+@pytest.mark.parametrize("fine", REPRESENTATIVES)
+def test_every_output_read_by_index_is_saved(fine):
+    """RT-DETR's predict (like _predict_once) keeps y[i] only for i in save: every input read other than through the
+    -1 chain must be in it, or a layer receives None."""
+    net = _built(fine).model
+    read = {m.i + x if x < 0 else x for m in net.model for x in ([m.f] if isinstance(m.f, int) else m.f) if x != -1}
+    assert read <= set(net.save)
+
+
+@pytest.mark.parametrize("fine", REPRESENTATIVES)
+def test_baseline_checkpoint_transfers_every_tensor_and_predicts_identically(tmp_path, fine):
+    from ultralytics.utils.torch_utils import intersect_dicts
+
+    torch.manual_seed(0)
+    base = baseline_name(fine)
+    ckpt = tmp_path / base.replace(".yaml", "-baseline.pt")  # not yolov5n.pt: ultralytics would fetch yolov5nu.pt
+    _live(build(base)).save(ckpt)  # O(1) activations; fp16 weights, the way ultralytics stores checkpoints
+    baseline = build(str(ckpt))  # what pretrained=<baseline>.pt would give
+    model = build(fine)
+    b_sd, f_sd = baseline.model.float().state_dict(), model.model.state_dict()
     # every baseline tensor exists under the same name and shape; only FINE's tensors are new
     assert all(k in f_sd and f_sd[k].shape == v.shape for k, v in b_sd.items())
-    new = {k.split(".")[1] for k in f_sd if k not in b_sd}
-    assert new == {"fine0", "fine1"}
-
-
-@pytest.mark.parametrize("base", ["yolov8n.yaml", "yolov10n.yaml", "yolo12n.yaml"])
-def test_baseline_checkpoint_transfers_and_predicts_identically(tmp_path, base, capsys):
-    torch.manual_seed(0)
-    baseline = YOLO(base, verbose=False)
-    ckpt = tmp_path / base.replace(".yaml", ".pt")
-    baseline.save(ckpt)  # fp16 weights, the way ultralytics stores checkpoints
-    baseline = YOLO(ckpt)  # what pretrained=yolov8n.pt would give
-    fine = YOLO(baseline_name_to_fine(base), verbose=False)
-    fine.load(str(ckpt))  # ultralytics' own name-and-shape transfer
-    n_base = len(baseline.model.state_dict())
-    n_fine = len(fine.model.state_dict())
-    assert n_fine - n_base == sum(len(m.state_dict()) for m in _fine_modules(fine))
-    x = torch.rand(2, 3, 256, 320)
-    b_net, f_net = baseline.model.float().eval(), fine.model.float().eval()
+    assert {k.split(".")[1] for k in f_sd if k not in b_sd} == {"fine0", "fine1"}
+    assert len(intersect_dicts(b_sd, f_sd)) == len(b_sd)  # ultralytics' name-and-shape matching takes them all
+    model.load(str(ckpt))  # ultralytics' own transfer ("Transferred a/b items")
+    f_sd = model.model.state_dict()
+    assert all(torch.equal(v, f_sd[k]) for k, v in b_sd.items())
+    x = torch.rand(1, 3, 128, 160)
+    b_net, f_net = baseline.model.float().eval(), model.model.float().eval()
     with torch.no_grad():
-        yb, yf = b_net(x), f_net(x)
-    yb, yf = (yb[0], yf[0]) if isinstance(yb, (list, tuple)) else (yb, yf)
-    if isinstance(yb, dict):
-        yb, yf = yb["one2one"][0], yf["one2one"][0]
-    assert torch.equal(yb, yf)
+        yb, yf = _tensors(b_net(x)), _tensors(f_net(x))
+    assert len(yb) == len(yf) > 0
+    assert all(torch.equal(a, b) for a, b in zip(yb, yf))  # bit for bit: every head here is deterministic in eval
 
 
 def test_same_seed_gives_the_baseline_weights_and_function():
@@ -116,23 +259,36 @@ def test_same_seed_gives_the_baseline_weights_and_function():
         assert torch.equal(base(x)[0], fine(x)[0])
 
 
-def baseline_name_to_fine(base: str) -> str:
-    fine = base.replace(".yaml", "-fine.yaml")
-    assert baseline_name(fine) == base
-    return fine
-
-
-def test_bare_names_resolve_from_any_directory(tmp_path, monkeypatch):
+@pytest.mark.parametrize(
+    ("name", "file", "scale", "task"),  # scale: what ultralytics reads off the name ("" for b, l: per-file)
+    [
+        ("yolov8s-fine.yaml", "yolov8-fine.yaml", "s", "detect"),
+        ("yolov12s-fine.yaml", "yolo12-fine.yaml", "s", "detect"),
+        ("yolo12s-fine.yaml", "yolo12-fine.yaml", "s", "detect"),
+        ("yolov10b-fine.yaml", "yolov10b-fine.yaml", "", "detect"),
+        ("yolov11s-fine.yaml", "yolo11-fine.yaml", "s", "detect"),
+        ("yolov26m-fine.yaml", "yolo26-fine.yaml", "m", "detect"),
+        ("yolov26n-seg-fine.yaml", "yolo26-seg-fine.yaml", "n", "segment"),
+        ("yolo11n-pose-fine.yaml", "yolo11-pose-fine.yaml", "n", "pose"),
+        ("yolov9m-fine.yaml", "yolov9m-fine.yaml", "m", "detect"),
+        ("rtdetr-l-fine.yaml", "rtdetr-l-fine.yaml", "", "detect"),
+    ],
+)
+def test_bare_names_and_alternate_spellings_resolve_from_any_directory(tmp_path, monkeypatch, name, file, scale, task):
     monkeypatch.chdir(tmp_path)
-    for name, base in (("yolov8s-fine.yaml", "yolov8s.yaml"), ("yolov12s-fine.yaml", "yolo12s.yaml"),
-                       ("yolo12s-fine.yaml", "yolo12s.yaml"), ("yolov10b-fine.yaml", "yolov10b.yaml")):
-        model = YOLO(name, verbose=False)
-        fine = _fine_modules(model)
-        assert len(fine) == 2
-        # the right scale: the baseline layers hold exactly the baseline's parameters
-        n_fine = sum(p.numel() for m in fine for p in m.parameters())
-        n_base = sum(p.numel() for p in YOLO(base, verbose=False).model.parameters())
-        assert sum(p.numel() for p in model.model.parameters()) - n_fine == n_base, name
+    model = build(name)
+    assert len(_fine_modules(model)) == 2 and model.task == task
+    # the shipped file was read (its header names it), with the scale of the name the user typed
+    shipped = yaml.safe_load((cfg_dir() / "models" / file).read_text(encoding="utf-8"))
+    assert model.model.yaml["head"] == shipped["head"] and model.model.yaml.get("scale") == scale
+
+
+def test_rtdetr_yaml_builds_through_rtdetr_not_yolo():
+    """ultralytics' YOLO() cannot build an RT-DETR YAML (FINE or not); RTDETR() can, and the yolo command picks it
+    from the name."""
+    with pytest.raises(Exception, match="does not support '_new' mode"):
+        YOLO("rtdetr-l-fine.yaml", verbose=False)
+    assert type(build("rtdetr-l-fine.yaml")).__name__ == "RTDETR"
 
 
 def _yaml(tmp_path, rows: list[str]) -> str:
