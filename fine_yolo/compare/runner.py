@@ -212,7 +212,8 @@ def run_plan(
     previous = signal.signal(signal.SIGTERM, _on_sigterm) if threading.current_thread() is threading.main_thread() \
         else None
     fmt = "{desc}{percentage:3.0f}%|{bar}| {n:.1f}/{total_fmt} runs [{elapsed}<{remaining}{postfix}]"
-    with tqdm(total=n_total, desc="compare", bar_format=fmt) as bar:
+    done_before = sum(st.epochs_done / st.spec.epochs for st in todo)  # resumed runs: not progress of this session
+    with tqdm(total=n_total, initial=done_before, desc="compare", bar_format=fmt) as bar:
         try:
             while active or (queue and not failed):
                 for slot, dev in enumerate(slots):
@@ -228,7 +229,6 @@ def run_plan(
                         fh.flush()
                         proc = subprocess.Popen(argv, stdout=fh, stderr=subprocess.STDOUT, env=env)
                     active[slot] = _Active(st, proc, log, argv, counted=st.epochs_done / st.spec.epochs)
-                    bar.update(active[slot].counted)
                 time.sleep(POLL_S)
                 for slot in list(active):
                     a = active[slot]
