@@ -17,8 +17,8 @@ from pathlib import Path
 from typing import Any
 
 from fine_yolo.compare.plan import Plan
-from fine_yolo.compare.stats import Paired, paired, verdict
-from fine_yolo.tables import markdown_table, num, signed
+from fine_yolo.compare.stats import Paired, fmt_diff, paired, verdict
+from fine_yolo.tables import markdown_table, num
 
 CURVE_COLUMN = "metrics/mAP50-95(B)"
 
@@ -113,10 +113,10 @@ def markdown(plan: Plan, summary: dict[str, Any], results: dict[str, dict[str, A
     for m in METRICS:
         e = summary[m.name]
         p = Paired(**e["paired"]) if e["paired"] else None
-        interval = None if p is None or p.low is None else f"[{signed(p.low * m.scale, f'.{m.digits}f')}, " \
-                                                          f"{signed(p.high * m.scale, f'.{m.digits}f')}]"
+        interval = None if p is None or p.low is None else \
+            f"[{fmt_diff(p.low, m.scale, m.digits)}, {fmt_diff(p.high, m.scale, m.digits)}]"
         rows.append([m.name + (f" ({m.unit})" if m.unit else ""), _scaled(_mean(e["baseline"]), m),
-                     _scaled(_mean(e["fine"]), m), None if p is None else signed(p.mean * m.scale, f".{m.digits}f"),
+                     _scaled(_mean(e["fine"]), m), None if p is None else fmt_diff(p.mean, m.scale, m.digits),
                      interval])
     lines += ["", "## Paired differences", "",
               markdown_table(["metric", "baseline (mean)", "FINE (mean)", "mean difference", "95% interval"], rows)]
@@ -127,8 +127,8 @@ def markdown(plan: Plan, summary: dict[str, Any], results: dict[str, dict[str, A
             r = results[plan.run(s, arm).name]
             seed_rows.append([s, arm] + [_scaled(_value(r, m), m) for m in shown])
         seed_rows.append([s, "difference"] + [None if summary[m.name]["diff"] is None else
-                                              signed(summary[m.name]["diff"][plan.seeds.index(s)] * m.scale,
-                                                     f".{m.digits}f") for m in shown])
+                                              fmt_diff(summary[m.name]["diff"][plan.seeds.index(s)], m.scale,
+                                                       m.digits) for m in shown])
     lines += ["", "## Per seed", "", markdown_table(["seed", "arm", *(m.name for m in shown)], seed_rows)]
     errs = [results[r.name]["errors"] for r in plan.runs]
     conf, iou = errs[0].get("conf", 0.5), errs[0].get("iou", 0.5)

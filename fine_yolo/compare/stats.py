@@ -70,7 +70,9 @@ def paired(fine: Sequence[float], baseline: Sequence[float], confidence: float =
     return Paired(n, mean, sd, mean - half, mean + half, t)
 
 
-def _fmt(x: float, scale: float, digits: int) -> str:
+def fmt_diff(x: float, scale: float = 1.0, digits: int = 1) -> str:
+    """A difference as printed: ``x * scale`` with its sign (``+0.8``, ``-1.2``), and ``0.0`` (no sign, never
+    ``-0.0``) when it rounds to zero."""
     v = x * scale
     return f"{v:+.{digits}f}" if round(v, digits) != 0 else f"{0:.{digits}f}"
 
@@ -84,10 +86,10 @@ def verdict(
     interval.
     """
     seeds = f"{p.n} seed{'s' if p.n != 1 else ''}"
-    head = f"{name} {_fmt(p.mean, scale, digits)}"
+    head = f"{name} {fmt_diff(p.mean, scale, digits)}"
     if p.low is None:
         return f"{head}{' ' + unit if unit else ''}: {seeds}, no interval (a single seed cannot tell a difference)"
-    head += f" [{_fmt(p.low, scale, digits)}, {_fmt(p.high, scale, digits)}]{' ' + unit if unit else ''}"
+    head += f" [{fmt_diff(p.low, scale, digits)}, {fmt_diff(p.high, scale, digits)}]{' ' + unit if unit else ''}"
     if p.contains_zero():
         return f"{head}: no measurable difference at {seeds} (95% t-interval contains 0)"
     higher = p.low > 0
