@@ -558,7 +558,7 @@ def _run(args: dict, extra: dict) -> int:
 
 COMMAND = Command(
     options={
-        "out": Option("", "output directory (default: fine-synth under ultralytics' datasets_dir)"),
+        "out": Option("", "output directory (default: fine-synth or fine-synth-<task> in ultralytics' datasets_dir)"),
         "seed": Option(0, "generator seed"),
         "n_train": Option(DEFAULT_N_TRAIN, "train images"),
         "n_val": Option(DEFAULT_N_VAL, "val images"),
