@@ -42,6 +42,7 @@ class Command:
     example: str
     description: str = ""
     passthrough: str = ""
+    positional: str = ""  # a bare first argument is this key's value (``fine-yolo check-onnx model.onnx``)
     defaults: dict[str, Any] = field(init=False)
 
     def __post_init__(self) -> None:
@@ -70,6 +71,9 @@ class Command:
         """Return (own options typed after their defaults, passthrough keys typed by ultralytics' rule)."""
         out = dict(self.defaults)
         extra: dict[str, Any] = {}
+        argv = list(argv)
+        if self.positional and argv and "=" not in argv[0]:
+            argv[0] = f"{self.positional}={argv[0]}"
         for token in argv:
             key, sep, value = token.partition("=")
             if not sep or not key:

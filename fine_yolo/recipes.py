@@ -392,17 +392,7 @@ def _run(args: dict, extra: dict) -> int:
     return execute(recipe, parse_steps(str(args["steps"])), bool(args["dry_run"]), str(args["models"]))
 
 
-class _ReproduceCommand(Command):
-    """The recipe is the first bare argument: ``fine-yolo reproduce table1 dry_run=True``."""
-
-    def parse(self, argv: list[str]) -> tuple[dict, dict]:
-        argv = list(argv)
-        if argv and "=" not in argv[0]:
-            argv[0] = f"recipe={argv[0]}"
-        return super().parse(argv)
-
-
-COMMAND = _ReproduceCommand(
+COMMAND = Command(
     options={
         "recipe": Option("", "which recipe (first bare argument)", required=True, choices=tuple(RECIPES)),
         "dry_run": Option(False, "check paths and print every command, run nothing"),
@@ -423,5 +413,6 @@ COMMAND = _ReproduceCommand(
     },
     run=_run,
     example="fine-yolo reproduce table1 dry_run=True",
+    positional="recipe",
     description="\n\n".join(f"{name}: {doc}" for name, (doc, _) in RECIPES.items()),
 )

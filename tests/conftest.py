@@ -23,3 +23,16 @@ def offline_env(**extra: str) -> dict[str, str]:
     env.update({"YOLO_OFFLINE": "1", "YOLO_AUTOINSTALL": "False", "PYTHONUNBUFFERED": "1"})
     env.update(extra)
     return env
+
+
+def output_tensors(out) -> list:
+    """Every tensor in a (nested) model output, in a fixed order (dict keys sorted)."""
+    import torch
+
+    if isinstance(out, torch.Tensor):
+        return [out]
+    if isinstance(out, dict):
+        return [t for k in sorted(out) for t in output_tensors(out[k])]
+    if isinstance(out, (list, tuple)):
+        return [t for v in out for t in output_tensors(v)]
+    return []

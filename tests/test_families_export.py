@@ -9,6 +9,7 @@ import onnx
 import onnxruntime as ort
 import pytest
 import torch
+from conftest import output_tensors
 
 from fine_yolo.export.trt_check import check_onnx
 from fine_yolo.models import FINE_MODELS, baseline_name, build, is_rtdetr, scales
@@ -48,14 +49,7 @@ def live(name: str):
     return model
 
 
-def _tensors(out) -> list[torch.Tensor]:
-    if isinstance(out, torch.Tensor):
-        return [out]
-    if isinstance(out, dict):
-        return [t for k in sorted(out) for t in _tensors(out[k])]
-    if isinstance(out, (list, tuple)):
-        return [t for v in out for t in _tensors(v)]
-    return []
+_tensors = output_tensors
 
 
 def _fine_effect(net, x) -> float:

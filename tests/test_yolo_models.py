@@ -10,6 +10,7 @@ from pathlib import Path
 import pytest
 import torch
 import yaml
+from conftest import output_tensors
 from ultralytics import YOLO
 
 from fine_yolo.assets import cfg_dir
@@ -86,15 +87,7 @@ def _layer_outputs(model, x: torch.Tensor) -> list:
     return y
 
 
-def _tensors(out) -> list[torch.Tensor]:
-    """Every tensor in a (nested) model output, in a fixed order."""
-    if isinstance(out, torch.Tensor):
-        return [out]
-    if isinstance(out, dict):
-        return [t for k in sorted(out) for t in _tensors(out[k])]
-    if isinstance(out, (list, tuple)):
-        return [t for v in out for t in _tensors(v)]
-    return []
+_tensors = output_tensors
 
 
 def _positions(model) -> dict[int, int]:

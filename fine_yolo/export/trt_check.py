@@ -291,17 +291,7 @@ def _run(args: dict, extra: dict) -> int:
     return 0 if report.ok else 1
 
 
-class _CheckOnnxCommand(Command):
-    """``check-onnx`` also takes the file as a bare first argument: ``fine-yolo check-onnx model.onnx``."""
-
-    def parse(self, argv: list[str]) -> tuple[dict[str, Any], dict[str, Any]]:
-        argv = list(argv)
-        if argv and "=" not in argv[0]:
-            argv[0] = f"model={argv[0]}"
-        return super().parse(argv)
-
-
-COMMAND = _CheckOnnxCommand(
+COMMAND = Command(
     options={
         "model": Option("", "the ONNX file (also accepted as the first bare argument)", required=True),
         "attention": Option("report", "require: fail unless FINE's attention has the fused-MHA form",
@@ -311,4 +301,5 @@ COMMAND = _CheckOnnxCommand(
     },
     run=_run,
     example="fine-yolo check-onnx yolov8s-fine.onnx attention=require",
+    positional="model",
 )
