@@ -3,7 +3,7 @@
 ``fine-yolo train model=yolov8s-fine.yaml data=coco.yaml`` behaves like ``yolo train ...`` with FINE registered
 explicitly (useful when the start-up hook is disabled with ``FINE_YOLO_HOOK=0``). FINE's own subcommands take the
 same ``key=value`` arguments as ``yolo`` (:mod:`fine_yolo.args`); each lives in its own module as a ``COMMAND`` and is
-imported only when called, so ``fine-yolo --help`` stays fast. This is the only place that turns errors into
+imported only when called, so ``fine-yolo --help`` stays fast. :meth:`fine_yolo.args.Command.main` turns errors into
 messages and exit codes: a :class:`fine_yolo.errors.FineYoloError` becomes ``fine-yolo <name>: <message>`` and its
 ``exit_code`` (2 for usage errors, 1 otherwise).
 """
@@ -25,8 +25,11 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "check-onnx": ("fine_yolo.export.trt_check", "offline TensorRT 10.3 compatibility check of an ONNX file"),
     "export": ("fine_yolo.export.engine", "`yolo export`, with a clear answer when TensorRT is absent"),
     "bench": ("fine_yolo.bench.latency", "interleaved baseline-vs-FINE latency benchmark"),
+    "int8": ("fine_yolo.export.int8_eval", "INT8 (ONNX Runtime QDQ, OpenVINO NNCF), AP next to FP32, FINE kept in float"),
     "attention-cost": ("fine_yolo.analysis.attention_cost", "AATS vs vanilla attention cost (paper Table 3)"),
     "flops": ("fine_yolo.analysis.complexity", "params and GFLOPs (attention included) of models side by side"),
+    "heatmaps": ("fine_yolo.analysis.heatmaps", "F_high, F_low, M and F_low_aligned of every FINE block (Fig. 8)"),
+    "erf": ("fine_yolo.analysis.erf", "effective receptive fields of the AATS tokens for r = 1, 2, 4 (Fig. 6, App. F)"),
     "reproduce": ("fine_yolo.recipes", "the paper's training recipes: table1 (COCO), table8 (VisDrone), finetune"),
 }
 
@@ -48,20 +51,9 @@ def _offline_defaults() -> None:
 
 def run_subcommand(name: str, argv: list[str]) -> int:
     """Parse ``argv`` for subcommand ``name`` and run it; errors become a message on stderr and an exit code."""
-    from fine_yolo.errors import FineYoloError
-
     module, summary = SUBCOMMANDS[name]
     command = importlib.import_module(module).COMMAND
-    if command.wants_help(argv):
-        print(command.usage(name, summary))
-        return 0
-    try:
-        args, extra = command.parse(argv)
-        _offline_defaults()
-        return int(command.run(args, extra) or 0)
-    except FineYoloError as e:
-        print(f"fine-yolo {name}: {e}", file=sys.stderr)
-        return e.exit_code
+    return command.main(argv, f"fine-yolo {name}", summary, before_run=_offline_defaults)
 
 
 def main(argv: list[str] | None = None) -> int:
