@@ -1,0 +1,324 @@
+"""What the analysis commands (``fine-yolo heatmaps``, ``fine-yolo erf``) share: the model, its FINE blocks, the
+letterboxed input images, and the block's maps captured with hooks on the real model.
+
+Nothing here re-implements the block. :func:`capture` registers a forward hook on every FINE block (its ``low`` and
+``high`` inputs and its output, eq. 9) and wraps the instance's ``_gain`` method, which returns ``1 + M^`` on the
+token grid (eq. 4-7 with the residual folded in, see :mod:`fine_yolo.nn.fine`), to read the modulation map; F_high
+after eq. 10 is the block's own ``proj_high`` applied to its ``high`` input.
+
+Layer indices. A FINE YAML keeps every baseline layer index (:mod:`fine_yolo.glue.fine_rows`): the built
+``nn.Sequential`` holds the baseline layers under their baseline index as name (``"6"``) and the FINE blocks as
+``fine0``, ``fine1``, ...; ``block.f`` holds *positions* in that sequence. :func:`fine_blocks` maps the positions back to
+baseline indices, so a baseline model's layer ``low`` is the map FINE refines.
+"""
+
+from __future__ import annotations
+
+import contextlib
+from collections.abc import Iterator
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+import torch
+from torch import nn
+
+from fine_yolo.errors import FineYoloError, UsageError
+
+SYNTH_SOURCE = "fine-synth"  # source= keyword: images of the embedded dataset, rendered in memory
+
+
+class AnalysisInputError(FineYoloError):
+    """A model or image source the analysis commands cannot use; the message names it."""
+
+
+@dataclass
+class Block:
+    """One FINE block of a built model.
+
+    ``position``/``low_pos``/``high_pos`` index the model's ``nn.Sequential``; ``low``/``high`` are the baseline layer
+    indices of its inputs (the YAML row ``[[low, high], 1, FINE, [k]]``).
+    """
+
+    name: str
+    module: nn.Module
+    position: int
+    low_pos: int
+    high_pos: int
+    low: int
+    high: int
+
+    @property
+    def label(self) -> str:
+        m = self.module
+        return f"{self.name} (layer {self.low} <- {self.high}, k={m.k}, r={m.r})"
+
+
+@dataclass
+class LoadedModel:
+    """The ``nn.Module`` of a YAML or checkpoint and what it is (``trained`` is False for a YAML)."""
+
+    name: str
+    net: nn.Module
+    trained: bool
+    state: str  # one line for people: "freshly initialised from the YAML" / "checkpoint ..., epoch N"
+    blocks: list[Block] = field(default_factory=list)
+
+
+def load_model(model: str, need_fine: bool = True) -> LoadedModel:
+    """Build ``model`` (a YAML ultralytics or this package knows, or a ``.pt`` checkpoint) in eval mode, float32.
+
+    Raises:
+        AnalysisInputError: the model cannot be built, or (``need_fine``) has no FINE block.
+    """
+    from fine_yolo.glue import register
+    from fine_yolo.models import build
+
+    register()
+    try:
+        wrapper = build(model)
+    except FineYoloError:
+        raise
+    except Exception as e:  # ultralytics raises FileNotFoundError, AttributeError, ... for a bad name or file
+        raise AnalysisInputError(f"model={model}: cannot build it ({type(e).__name__}: {e})") from None
+    net = wrapper.model.float().eval()
+    ckpt = getattr(wrapper, "ckpt", None) or {}
+    trained = str(model).endswith(".pt")
+    if trained:
+        epoch = ckpt.get("epoch")
+        state = f"checkpoint {model}" + (f", epoch {epoch}" if isinstance(epoch, int) and epoch >= 0 else "")
+    else:
+        state = f"freshly initialised from {model} (untrained: FINE starts as the identity, M = 0)"
+    loaded = LoadedModel(str(model), net, trained, state, fine_blocks(net))
+    if need_fine and not loaded.blocks:
+        raise AnalysisInputError(f"model={model} has no FINE block (a FINE model is e.g. yolov8n-fine.yaml)")
+    return loaded
+
+
+def _layers(net: nn.Module) -> nn.Sequential:
+    layers = getattr(net, "model", None)
+    if not isinstance(layers, nn.Sequential):
+        raise AnalysisInputError(f"{type(net).__name__} is not an ultralytics model (no .model Sequential)")
+    return layers
+
+
+def fine_blocks(net: nn.Module) -> list[Block]:
+    """Every FINE block of an ultralytics model, in execution order, with its inputs' baseline layer indices."""
+    from fine_yolo.nn import FINE
+
+    names = [name for name, _ in _layers(net).named_children()]
+    children = list(_layers(net).children())
+
+    def baseline_index(pos: int) -> int:
+        # A FINE block's position stands for the layer it refines (in-place refinement, fine_rows._insert_fine).
+        while not names[pos].isdigit():
+            pos = children[pos].f[0]
+        return int(names[pos])
+
+    out = []
+    for pos, (name, m) in enumerate(zip(names, children)):
+        if isinstance(m, FINE):
+            low_pos, high_pos = m.f
+            out.append(Block(name, m, pos, low_pos, high_pos, baseline_index(low_pos), baseline_index(high_pos)))
+    return out
+
+
+def layer(net: nn.Module, index: int) -> nn.Module:
+    """Baseline layer ``index`` of a model (its child named ``str(index)``)."""
+    layers = _layers(net)
+    if str(index) not in layers._modules:
+        raise AnalysisInputError(f"the model has no layer {index} (it has 0..{len(layers) - 1})")
+    return layers._modules[str(index)]
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Images
+
+
+def image_paths(source: str) -> list[Path]:
+    """The image files of ``source``: one image file, or every image in a directory (sorted by name)."""
+    from ultralytics.data.utils import IMG_FORMATS
+
+    p = Path(source)
+    if p.is_file():
+        return [p]
+    if p.is_dir():
+        files = sorted(f for f in p.iterdir() if f.suffix.lower().lstrip(".") in IMG_FORMATS)
+        if not files:
+            raise AnalysisInputError(f"source={source}: no image files in this directory")
+        return files
+    raise AnalysisInputError(f"source={source}: no such file or directory")
+
+
+def load_images(source: str, imgsz: int, limit: int = 0) -> list[tuple[str, np.ndarray]]:
+    """``(name, letterboxed BGR uint8 (imgsz, imgsz, 3))`` per image of ``source`` (at most ``limit``; 0: all).
+
+    ``source=fine-synth`` renders val images of the embedded dataset (seed 0) at ``imgsz`` instead of reading files.
+    Letterboxing is ultralytics' own ``LetterBox`` (aspect kept, grey 114 padding, centred), as ``yolo predict`` does.
+    """
+    import cv2
+    from ultralytics.data.augment import LetterBox
+
+    if imgsz % 32:
+        raise UsageError(f"argument 'imgsz={imgsz}' must be a multiple of 32 (the model's largest stride)")
+    box = LetterBox(new_shape=(imgsz, imgsz), auto=False)
+    if source == SYNTH_SOURCE:
+        from fine_yolo.data.synthetic import MIN_IMGSZ, render
+
+        return [(f"fine-synth-val-{i}", box(image=render(0, "val", i, max(imgsz, MIN_IMGSZ))[0]))
+                for i in range(limit or 8)]
+    paths = image_paths(source)[: limit or None]
+    out = []
+    for p in paths:
+        img = cv2.imread(str(p))
+        if img is None:
+            raise AnalysisInputError(f"source: cannot read image {p}")
+        out.append((p.stem, box(image=img)))
+    return out
+
+
+def to_tensor(images: list[np.ndarray]) -> torch.Tensor:
+    """Letterboxed BGR uint8 images -> (B, 3, H, W) float RGB in [0, 1], as ultralytics' predictor feeds the model."""
+    x = np.stack([im[..., ::-1] for im in images]).transpose(0, 3, 1, 2)
+    return torch.from_numpy(np.ascontiguousarray(x)).float() / 255.0
+
+
+def batches(items: list, size: int) -> Iterator[list]:
+    for i in range(0, len(items), size):
+        yield items[i : i + size]
+
+
+# ---------------------------------------------------------------------------------------------------------------------
+# Capture
+
+
+@dataclass
+class BlockMaps:
+    """The tensors one FINE block saw and made in one forward pass (batch B).
+
+    ``low``: F_low (B, C, H, W); ``high``: the block's high input (B, c_high, H/r, W/r); ``f_high``: eq. 10,
+    ``proj_high(high)`` (B, C, H/r, W/r); ``gain``: ``1 + M^`` on the token grid (B, C, H // rk, W // rk);
+    ``m``: M (eq. 8), ``gain - 1`` upsampled nearest by rk and zero on trailing rows/columns outside every token
+    (B, C, H, W); ``aligned``: the block's output F_low_aligned (eq. 9), (B, C, H, W).
+    """
+
+    low: torch.Tensor
+    high: torch.Tensor
+    f_high: torch.Tensor
+    gain: torch.Tensor
+    m: torch.Tensor
+    aligned: torch.Tensor
+
+
+class _Stop(Exception):
+    """Raised by a hook to end the forward pass once every wanted map is captured."""
+
+
+def _inputs(args: tuple) -> tuple[torch.Tensor, torch.Tensor]:
+    """A FINE block's (low, high) from its forward args: ``(low, high)`` or ultralytics' ``([low, high],)``."""
+    if len(args) == 1:
+        return tuple(args[0][:2])
+    return args[0], args[1]
+
+
+def modulation(gain: torch.Tensor, rk: int, size: tuple[int, int]) -> torch.Tensor:
+    """M (eq. 8) from the token-grid gain ``1 + M^``: upsampled nearest by ``rk``, zero-padded to ``size``."""
+    m = torch.nn.functional.interpolate(gain - 1.0, scale_factor=rk, mode="nearest")
+    pad_h, pad_w = size[0] - m.shape[-2], size[1] - m.shape[-1]
+    return torch.nn.functional.pad(m, (0, pad_w, 0, pad_h)) if pad_h or pad_w else m
+
+
+@contextlib.contextmanager
+def _hooks(handles: list) -> Iterator[None]:
+    try:
+        yield
+    finally:
+        for h in handles:
+            h.remove()
+
+
+def capture(net: nn.Module, x: torch.Tensor, blocks: list[Block] | None = None, stop: bool = True
+            ) -> list[BlockMaps]:
+    """Run ``net`` on ``x`` (B, 3, H, W) without grad and return every FINE block's :class:`BlockMaps`.
+
+    With ``stop`` the forward pass ends after the last block (the layers after it are not needed for its maps).
+    """
+    blocks = fine_blocks(net) if blocks is None else blocks
+    seen: dict[int, dict[str, torch.Tensor]] = {i: {} for i in range(len(blocks))}
+
+    def forward_hook(i: int):
+        def hook(module, args, out):
+            low, high = _inputs(args)
+            seen[i].update(low=low, high=high, aligned=out)
+            if stop and len([s for s in seen.values() if "aligned" in s]) == len(blocks):
+                raise _Stop
+        return hook
+
+    def gain_wrapper(i: int, original):
+        def _gain(low, high):
+            g = original(low, high)
+            seen[i]["gain"] = g
+            return g
+        return _gain
+
+    handles = [b.module.register_forward_hook(forward_hook(i)) for i, b in enumerate(blocks)]
+    for i, b in enumerate(blocks):
+        b.module._gain = gain_wrapper(i, b.module._gain)  # instance attribute shadows the method; removed below
+    try:
+        with _hooks(handles), torch.no_grad(), contextlib.suppress(_Stop):
+            net(x)
+    finally:
+        for b in blocks:
+            b.module.__dict__.pop("_gain", None)
+    out = []
+    for i, b in enumerate(blocks):
+        s = seen[i]
+        if "aligned" not in s:
+            raise AnalysisInputError(f"{b.name} did not run in the forward pass")
+        with torch.no_grad():
+            f_high = b.module.proj_high(s["high"])
+        rk = b.module.r * b.module.k
+        out.append(BlockMaps(s["low"], s["high"], f_high, s["gain"], modulation(s["gain"], rk, s["low"].shape[-2:]),
+                             s["aligned"]))
+    return out
+
+
+def layer_outputs(net: nn.Module, x: torch.Tensor, indices: list[int]) -> dict[int, torch.Tensor]:
+    """Outputs of baseline layers ``indices`` of ``net`` on ``x`` (no grad; the pass stops after the last one)."""
+    want = sorted(set(indices))
+    got: dict[int, torch.Tensor] = {}
+
+    def hook(j: int):
+        def f(module, args, out):
+            got[j] = out
+            if len(got) == len(want):
+                raise _Stop
+        return f
+
+    handles = [layer(net, j).register_forward_hook(hook(j)) for j in want]
+    with _hooks(handles), torch.no_grad(), contextlib.suppress(_Stop):
+        net(x)
+    return got
+
+
+def block_inputs(net: nn.Module, x: torch.Tensor, blocks: list[Block] | None = None
+                 ) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """Every FINE block's ``(low, high)`` inputs on ``x``, *with* the autograd graph back to ``x`` (for input
+    gradients); the forward pass stops after the last block."""
+    blocks = fine_blocks(net) if blocks is None else blocks
+    seen: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
+
+    def hook(i: int):
+        def f(module, args, out):
+            seen[i] = _inputs(args)
+            if len(seen) == len(blocks):
+                raise _Stop
+        return f
+
+    handles = [b.module.register_forward_hook(hook(i)) for i, b in enumerate(blocks)]
+    with _hooks(handles), contextlib.suppress(_Stop):
+        net(x)
+    missing = [b.name for i, b in enumerate(blocks) if i not in seen]
+    if missing:
+        raise AnalysisInputError(f"{', '.join(missing)} did not run in the forward pass")
+    return [seen[i] for i in range(len(blocks))]
