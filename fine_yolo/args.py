@@ -5,15 +5,18 @@ example, and the function that runs it. :meth:`Command.parse` types each value a
 true/false/1/0/yes/no/on/off), rejects an unknown key with the list of known ones, and names a missing required key.
 A command with ``passthrough`` set forwards every key it does not own to ultralytics, typed by ultralytics' own
 ``smart_value`` (the ``yolo`` CLI's rule). ``help``, ``--help`` or ``-h`` anywhere asks for :meth:`Command.usage`.
-No torch or ultralytics import unless a passthrough key is given.
+:meth:`Command.main` is the whole life of one call (help, parse, run, errors to a message and an exit code), shared by
+the ``fine-yolo`` CLI and every ``python -m`` / script entry point. No torch or ultralytics import unless a
+passthrough key is given.
 """
 
 from __future__ import annotations
 
+import sys
 from dataclasses import dataclass, field
 from typing import Any, Callable
 
-from fine_yolo.errors import UsageError
+from fine_yolo.errors import FineYoloError, UsageError
 
 HELP_TOKENS = frozenset({"help", "--help", "-h"})
 _TRUE, _FALSE = {"1", "true", "yes", "on"}, {"0", "false", "no", "off"}
@@ -51,9 +54,9 @@ class Command:
     def wants_help(self, argv: list[str]) -> bool:
         return any(token in HELP_TOKENS for token in argv)
 
-    def usage(self, name: str, summary: str = "") -> str:
-        """Help text: summary, description, every key with its default and help, the example."""
-        lines = [f"fine-yolo {name}: {summary}" if summary else f"fine-yolo {name}"]
+    def usage(self, prog: str, summary: str = "") -> str:
+        """Help text for ``prog`` (e.g. ``fine-yolo flops``): summary, description, every key, the example."""
+        lines = [f"{prog}: {summary}" if summary else prog]
         if self.description:
             lines += ["", self.description.strip()]
         lines += ["", "keys (key=value):"]
@@ -66,6 +69,26 @@ class Command:
             lines.append(f"  {'...':<{width}}  {self.passthrough}")
         lines += ["", "example:", f"  {self.example}"]
         return "\n".join(lines)
+
+    def main(self, argv: list[str], prog: str, summary: str = "",
+             before_run: Callable[[], None] | None = None) -> int:
+        """Run one call from raw ``argv``: help if asked, else parse and run; return the exit code.
+
+        A :class:`~fine_yolo.errors.FineYoloError` (bad input, a missing file, ...) becomes ``prog: message`` on
+        stderr and its ``exit_code`` (2 for usage errors), never a traceback. ``before_run`` runs after a successful
+        parse (the CLI sets its offline defaults there).
+        """
+        if self.wants_help(argv):
+            print(self.usage(prog, summary))
+            return 0
+        try:
+            args, extra = self.parse(argv)
+            if before_run is not None:
+                before_run()
+            return int(self.run(args, extra) or 0)
+        except FineYoloError as e:
+            print(f"{prog}: {e}", file=sys.stderr)
+            return e.exit_code
 
     def parse(self, argv: list[str]) -> tuple[dict[str, Any], dict[str, Any]]:
         """Return (own options typed after their defaults, passthrough keys typed by ultralytics' rule)."""

@@ -1,9 +1,9 @@
 #!/usr/bin/env python
 """What the start-up hook costs every Python process: interpreter start with the hook on, off, and the hook alone.
 
-    python scripts/bench_startup.py [--runs 15] [--json startup.json]
+    python scripts/bench_startup.py [runs=15] [json=startup.json]
 
-Three measurements, interleaved so that they share the machine's state (medians of ``--runs`` each):
+Three measurements, interleaved so that they share the machine's state (medians of ``runs`` each):
 
 * ``python -c pass`` with the hook on (``FINE_YOLO_HOOK`` unset) and off (``FINE_YOLO_HOOK=0``): the whole start;
 * the hook alone: a fresh interpreter started with ``-S`` (no site-packages, so no ``.pth``) times executing the
@@ -14,7 +14,6 @@ Three measurements, interleaved so that they share the machine's state (medians 
 
 from __future__ import annotations
 
-import argparse
 import json
 import os
 import statistics
@@ -23,6 +22,8 @@ import sys
 import sysconfig
 import time
 from pathlib import Path
+
+from fine_yolo.args import Command, Option
 
 PTH = Path(sysconfig.get_paths()["purelib"]) / "fine_yolo_startup.pth"
 _HOOK_ALONE = """
@@ -47,11 +48,7 @@ def _modules(env: dict[str, str]) -> set[str]:
     return set(out.split())
 
 
-def main(argv: list[str] | None = None) -> int:
-    p = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--runs", type=int, default=15, help="runs per measurement (default 15)")
-    p.add_argument("--json", default="", help="also write the raw samples here")
-    args = p.parse_args(argv)
+def _run(args: dict, extra: dict) -> int:
     if not PTH.is_file():
         print(f"{PTH} is not installed: pip install -e . first", file=sys.stderr)
         return 1
@@ -63,7 +60,7 @@ def main(argv: list[str] | None = None) -> int:
     alone = [sys.executable, "-S", "-c", _HOOK_ALONE.format(paths=package_root, pth=str(PTH))]
     samples: dict[str, list[float]] = {"start, hook on": [], "start, hook off": [], "hook alone": [],
                                        "hook alone, off": []}
-    for _ in range(args.runs):
+    for _ in range(args["runs"]):
         samples["start, hook on"].append(_wall_ms([sys.executable, "-c", "pass"], on))
         samples["start, hook off"].append(_wall_ms([sys.executable, "-c", "pass"], off))
         samples["hook alone"].append(float(subprocess.run(alone, env=on, check=True, capture_output=True,
@@ -71,14 +68,22 @@ def main(argv: list[str] | None = None) -> int:
         samples["hook alone, off"].append(float(subprocess.run(alone, env=off, check=True, capture_output=True,
                                                                text=True).stdout))
     extra = sorted(_modules(on) - _modules(off))
-    print(f"{'measurement':<18} {'median (ms)':>12}   ({args.runs} runs each, interleaved)")
+    print(f"{'measurement':<18} {'median (ms)':>12}   ({args['runs']} runs each, interleaved)")
     for name, xs in samples.items():
         print(f"{name:<18} {statistics.median(xs):>12.3f}")
     print(f"modules the hook imports at start: {', '.join(extra) or 'none'}")
-    if args.json:
-        Path(args.json).write_text(json.dumps({"samples_ms": samples, "modules": extra}, indent=1))
+    if args["json"]:
+        Path(args["json"]).write_text(json.dumps({"samples_ms": samples, "modules": extra}, indent=1))
     return 0
 
 
+COMMAND = Command(
+    options={"runs": Option(15, "runs per measurement"), "json": Option("", "also write the raw samples here")},
+    run=_run,
+    example="python scripts/bench_startup.py runs=15 json=startup.json",
+    description=__doc__.split("\n\n", 2)[2],
+)
+
+
 if __name__ == "__main__":
-    sys.exit(main())
+    sys.exit(COMMAND.main(sys.argv[1:], "python scripts/bench_startup.py"))

@@ -17,6 +17,7 @@ from pathlib import Path
 from tqdm import tqdm
 
 from fine_yolo.analysis.complexity import torch_gflops
+from fine_yolo.args import Command, Option
 from fine_yolo.models import FINE_MODELS, baseline_name, build, scales
 from fine_yolo.paper import TABLE1
 from fine_yolo.tables import markdown_table, millions, signed, signed_millions
@@ -40,16 +41,8 @@ def measure(name: str, imgsz: int) -> dict:
     return {"params": get_num_params(net), "gflops_thop": get_flops(net, imgsz), "gflops": torch_gflops(net, imgsz)}
 
 
-def main(argv: list[str]) -> int:
-    if argv and argv[0] in ("help", "-h", "--help"):
-        print(__doc__.strip())
-        return 0
-    args = dict(a.split("=", 1) for a in argv)
-    imgsz = int(args.pop("imgsz", 640))
-    out_json = args.pop("json", "")
-    if args:
-        print(f"family_overhead.py: unknown argument {next(iter(args))!r}\n\n{__doc__.strip()}", file=sys.stderr)
-        return 2
+def _run(args: dict, extra: dict) -> int:
+    imgsz, out_json = args["imgsz"], args["json"]
     rows, cells = [], []
     for fine in tqdm(s_models(), desc="building and counting"):
         base = baseline_name(fine)
@@ -72,5 +65,13 @@ def main(argv: list[str]) -> int:
     return 0
 
 
+COMMAND = Command(
+    options={"imgsz": Option(640, "square input size of the count"), "json": Option("", "also write the rows here")},
+    run=_run,
+    example="python scripts/family_overhead.py imgsz=640 json=overhead.json",
+    description=__doc__.split("\n\n")[1],
+)
+
+
 if __name__ == "__main__":
-    sys.exit(main(sys.argv[1:]))
+    sys.exit(COMMAND.main(sys.argv[1:], "python scripts/family_overhead.py"))

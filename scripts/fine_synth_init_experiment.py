@@ -118,7 +118,7 @@ COMMAND = Command(
 
 def main(argv: list[str]) -> int:
     if not argv or argv[0] not in ("run", "report") or COMMAND.wants_help(argv):
-        print(__doc__ + "\n" + COMMAND.usage("(script) fine_synth_init_experiment.py run|report"))
+        print(__doc__ + "\n" + COMMAND.usage("python scripts/fine_synth_init_experiment.py run|report"))
         return 0 if argv and COMMAND.wants_help(argv) else 2
     args, _ = COMMAND.parse(argv[1:])
     (run if argv[0] == "run" else report)(args)

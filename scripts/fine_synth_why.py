@@ -203,7 +203,7 @@ COMMAND = Command(
 
 def main(argv: list[str]) -> int:
     if not argv or argv[0] not in ("rf", "activity", "movement") or COMMAND.wants_help(argv):
-        print(__doc__ + "\n" + COMMAND.usage("(script) fine_synth_why.py rf|activity|movement"))
+        print(__doc__ + "\n" + COMMAND.usage("python scripts/fine_synth_why.py rf|activity|movement"))
         return 0 if argv and COMMAND.wants_help(argv) else 2
     args, _ = COMMAND.parse(argv[1:])
     if argv[0] == "rf":

@@ -6,7 +6,7 @@ import pytest
 
 from fine_yolo.args import Command, Option, split_list
 from fine_yolo.cli import SUBCOMMANDS, main, run_subcommand
-from fine_yolo.errors import UsageError
+from fine_yolo.errors import FineYoloError, UsageError
 from fine_yolo.tables import markdown_table, signed, signed_millions
 
 CMD = Command(
@@ -66,6 +66,27 @@ def test_unknown_key_is_exit_2_with_the_known_ones(capsys):
     assert run_subcommand("flops", ["model=yolov8s.yaml"]) == 2
     err = capsys.readouterr().err
     assert err.startswith("fine-yolo flops: unknown argument 'model' (known: models, imgsz, json)")
+
+
+def test_main_is_help_parse_run_and_errors_as_exit_codes(capsys):
+    """Command.main, shared by the CLI and every ``python -m`` entry point: help, parse, before_run, run, errors."""
+    calls: list[str] = []
+
+    def run(args, extra):
+        calls.append("run")
+        if args["model"] == "missing.pt":
+            raise FineYoloError("missing.pt: no such checkpoint")
+        return 0
+
+    cmd = Command(options=CMD.options, run=run, example="prog model=m")
+    assert cmd.main(["--help"], "prog", "does x") == 0 and calls == []
+    assert capsys.readouterr().out.startswith("prog: does x\n")
+    assert cmd.main(["model=m", "epochs=x"], "prog", before_run=lambda: calls.append("before")) == 2
+    assert calls == [] and capsys.readouterr().err == "prog: argument 'epochs=x' must be an integer\n"
+    assert cmd.main(["model=m"], "prog", before_run=lambda: calls.append("before")) == 0
+    assert calls == ["before", "run"]
+    assert cmd.main(["model=missing.pt"], "prog") == 1
+    assert capsys.readouterr().err == "prog: missing.pt: no such checkpoint\n"
 
 
 def test_top_level_help_lists_every_subcommand(capsys):

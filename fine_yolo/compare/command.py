@@ -192,7 +192,7 @@ COMMAND = Command(
 
 def main(argv: list[str]) -> int:
     """Run the command from a raw argv list (for ``python -m`` style use; the ``fine-yolo`` CLI calls COMMAND)."""
-    return COMMAND.run(*COMMAND.parse(argv))
+    return COMMAND.main(argv, "python -m fine_yolo.compare.command")
 
 
 if __name__ == "__main__":

@@ -145,5 +145,4 @@ COMMAND = Command(
 if __name__ == "__main__":
     import sys
 
-    args, extra = COMMAND.parse(sys.argv[1:])
-    sys.exit(COMMAND.run(args, extra))
+    sys.exit(COMMAND.main(sys.argv[1:], "python -m fine_yolo.data.synthetic_moat"))
