@@ -8,8 +8,8 @@ after eq. 10 is the block's own ``proj_high`` applied to its ``high`` input.
 
 Layer indices. A FINE YAML keeps every baseline layer index (:mod:`fine_yolo.glue.fine_rows`): the built
 ``nn.Sequential`` holds the baseline layers under their baseline index as name (``"6"``) and the FINE blocks as
-``fine0``, ``fine1``, ...; ``block.f`` holds *positions* in that sequence. :func:`fine_blocks` maps the positions back to
-baseline indices, so a baseline model's layer ``low`` is the map FINE refines.
+``fine0``, ``fine1``, ...; ``block.f`` holds *positions* in that sequence. :func:`fine_blocks` maps the positions
+back to baseline indices, so a baseline model's layer ``low`` is the map FINE refines.
 """
 
 from __future__ import annotations

@@ -193,8 +193,8 @@ def erf_study(model: str, source: str = SYNTH_SOURCE, anchor: tuple[float, float
     Returns ``{"model", "state", "trained", "imgsz", "anchor", "images", "records": [...], "stages": [...]}``;
     ``stages[i]["erfs"]`` holds the :class:`TokenERF` objects (not JSON) for the pictures.
     """
-    loaded = load_model(model)
     imgs = load_images(source, imgsz, images)
+    loaded = load_model(model)
     net = loaded.net
     frozen = [p.requires_grad for p in net.parameters()]
     for p in net.parameters():

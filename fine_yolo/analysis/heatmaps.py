@@ -109,7 +109,8 @@ def render_grid(image_bgr: np.ndarray, rows: list[dict[str, Any]], path: Path, h
     rgb = image_bgr[..., ::-1]
     h, w = rgb.shape[:2]
     ncols = max(len(r["maps"]) for r in rows)
-    fig, axes = plt.subplots(len(rows), ncols, figsize=(2.9 * ncols, 3.1 * len(rows) + 0.6), squeeze=False)
+    fig, axes = plt.subplots(len(rows), ncols, figsize=(2.9 * ncols, 3.1 * len(rows) + 0.6), squeeze=False,
+                             layout="constrained")
     for i, row in enumerate(rows):
         for j, (col, m) in enumerate(row["maps"].items()):
             ax = axes[i, j]
@@ -124,7 +125,6 @@ def render_grid(image_bgr: np.ndarray, rows: list[dict[str, Any]], path: Path, h
         for j in range(len(row["maps"]), ncols):
             axes[i, j].axis("off")
     fig.suptitle(suptitle, fontsize=9)
-    fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path, dpi=110)
     plt.close(fig)
@@ -167,12 +167,12 @@ def heatmaps(model: str, source: str, baseline: str = "", imgsz: int = 640, out:
     """Write one PNG per image (and ``heatmaps.json``) under ``out``; return the JSON record."""
     if how not in REDUCTIONS:
         raise ValueError(f"reduce must be one of {REDUCTIONS}")
+    imgs = load_images(source, imgsz, images)  # first: a bad source is named before any model is built
     fine = load_model(model)
     base: LoadedModel | None = load_model(baseline, need_fine=False) if baseline else None
     if base is not None:
         for b in fine.blocks:
             layer(base.net, b.low)  # names the missing layer before any work
-    imgs = load_images(source, imgsz, images)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     record: dict[str, Any] = {"model": model, "state": fine.state, "baseline": baseline or None,
@@ -233,7 +233,7 @@ def _render_cam(image_bgr: np.ndarray, fine_cam: np.ndarray, base_cam: np.ndarra
     if base_cam is not None:
         panels.append((f"EigenCAM {base_name}", base_cam))
     rgb = image_bgr[..., ::-1]
-    fig, axes = plt.subplots(1, len(panels), figsize=(3.2 * len(panels), 3.5), squeeze=False)
+    fig, axes = plt.subplots(1, len(panels), figsize=(3.2 * len(panels), 3.6), squeeze=False, layout="constrained")
     for ax, (title, cam) in zip(axes[0], panels):
         ax.imshow(rgb)
         if cam is not None:
@@ -242,7 +242,6 @@ def _render_cam(image_bgr: np.ndarray, fine_cam: np.ndarray, base_cam: np.ndarra
         ax.set_xticks([])
         ax.set_yticks([])
     fig.suptitle("detection-head inputs, first principal component (grad-cam EigenCAM)", fontsize=8)
-    fig.tight_layout()
     fig.savefig(path, dpi=110)
     plt.close(fig)
 
