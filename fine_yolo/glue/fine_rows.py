@@ -1,13 +1,14 @@
 """How FINE enters a model: the patch of ``ultralytics.nn.tasks.parse_model`` that understands FINE rows.
 
 ``parse_model`` is looked up in ``ultralytics.nn.tasks``' globals at call time by every model class. A YAML row
-``[[low, high], 1, FINE, [k, r, head_dim]]`` is a *FINE row*. FINE rows take no layer index: the wrapper hands
-ultralytics the YAML without them — exactly the upstream baseline, so every layer keeps its index, its channel
-bookkeeping and its state-dict name (``model.12.cv1.conv.weight``) — and then inserts each FINE module into the built
-``nn.Sequential`` under its own name (``model.fine0.*``, ``model.fine1.*``). A FINE row refines row ``low`` *in
-place*: rows after it that read ``low`` read the aligned map instead. Because FINE keeps ``low``'s shape, no
-downstream channel count changes at any width scale, and ultralytics' own name-and-shape matching transfers every
-tensor of a baseline checkpoint into its FINE model (``pretrained=yolov8s.pt``).
+``[[low, high], 1, FINE, [k, r, head_dim, attention, pool]]`` (each optional, in the order of FINE's arguments; a
+last item may instead be a mapping of them, ``[1, {attention: window}]``) is a *FINE row*. FINE rows take no layer
+index: the wrapper hands ultralytics the YAML without them — exactly the upstream baseline, so every layer keeps its
+index, its channel bookkeeping and its state-dict name (``model.12.cv1.conv.weight``) — and then inserts each FINE
+module into the built ``nn.Sequential`` under its own name (``model.fine0.*``, ``model.fine1.*``). A FINE row
+refines row ``low`` *in place*: rows after it that read ``low`` read the aligned map instead. Because FINE keeps
+``low``'s shape, no downstream channel count changes at any width scale, and ultralytics' own name-and-shape matching
+transfers every tensor of a baseline checkpoint into its FINE model (``pretrained=yolov8s.pt``).
 
 The channels of ``low`` and ``high`` (c_low, c_high) and their spatial ratio are read off the built baseline with
 one small no-grad forward pass, so they are right for every scale and are checked before the model is used. Every
@@ -41,7 +42,7 @@ class _FineRow:
     before: int  # number of baseline (indexed) rows above it: it runs just before baseline layer `before`
     low: int  # absolute baseline layer indices
     high: int
-    args: list
+    args: dict  # FINE's keyword arguments (k, r, head_dim, attention, pool), those the row gives
     text: str  # the row as written, for messages
 
     def error(self, yaml_file: str, what: str) -> FINERowError:
@@ -62,15 +63,15 @@ def _split_fine_rows(d: dict) -> tuple[dict, list[_FineRow]]:
             n_base += 1
             continue
         f, n, _, args = row
-        fr = _FineRow(pos, n_base, -1, -1, [], str(list(row)))
+        fr = _FineRow(pos, n_base, -1, -1, {}, str(list(row)))
         if not (isinstance(f, (list, tuple)) and len(f) == 2 and all(isinstance(x, int) for x in f)):
             raise fr.error(yaml_file, f"FINE needs exactly two inputs [low, high], got from={f!r}")
         if n != 1:
             raise fr.error(yaml_file, f"FINE cannot be repeated, got n={n!r} (use 1)")
-        if not isinstance(args, (list, tuple)) or len(args) > 3:
-            raise fr.error(yaml_file, f"FINE args are [k, r, head_dim] (each optional), got {args!r}")
-        if not all(isinstance(a, int) and not isinstance(a, bool) and a >= 1 for a in args):
-            raise fr.error(yaml_file, f"FINE args k, r, head_dim must be positive integers, got {args!r}")
+        try:
+            kwargs = _row_kwargs(args)
+        except ValueError as e:
+            raise fr.error(yaml_file, str(e)) from None
         if n_base == 0:
             raise fr.error(yaml_file, "a FINE row needs two earlier layers to read")
         absolute = []
@@ -81,13 +82,49 @@ def _split_fine_rows(d: dict) -> tuple[dict, list[_FineRow]]:
             absolute.append(j)
         if absolute[0] == absolute[1]:
             raise fr.error(yaml_file, "low and high are the same layer")
-        fr.low, fr.high, fr.args = absolute[0], absolute[1], list(args)
+        fr.low, fr.high, fr.args = absolute[0], absolute[1], kwargs
         fine_rows.append(fr)
     for fr in fine_rows:
         if fr.before == n_base:
             raise fr.error(yaml_file, "a FINE row must come before the row that fuses its output, not last")
     stripped = {**d, "backbone": kept["backbone"], "head": kept["head"]}
     return stripped, fine_rows
+
+
+INT_ARGS = ("k", "r", "head_dim")  # FINE's positional arguments after c_low, c_high, in order
+STR_ARGS = ("attention", "pool")
+
+
+def _row_kwargs(args: Any) -> dict[str, Any]:
+    """A FINE row's args as FINE keyword arguments: ``[k, r, head_dim, attention, pool]`` positionally (each
+    optional), optionally ending in a mapping of the remaining ones (``[2, {pool: max}]``). ValueError names what is
+    wrong; the values themselves are FINE's to judge (it names the allowed attention and pool values)."""
+    from fine_yolo.nn.fine import ATTENTIONS, POOLS
+
+    names = INT_ARGS + STR_ARGS
+    form = ("FINE args are [k, r, head_dim] followed by attention and pool (each optional; a last {key: value} "
+            f"mapping may give any of them by name), got {args!r}")
+    if not isinstance(args, (list, tuple)):
+        raise ValueError(form)
+    items = list(args)
+    named = items.pop() if items and isinstance(items[-1], dict) else {}
+    if len(items) > len(names) or any(isinstance(a, dict) for a in items):
+        raise ValueError(form)
+    kwargs = dict(zip(names, items))
+    for key, value in named.items():
+        if key not in names:
+            raise ValueError(f"FINE has no argument {key!r} (its row arguments: {', '.join(names)})")
+        if key in kwargs:
+            raise ValueError(f"FINE argument {key!r} is given twice, by position and by name, in {args!r}")
+        kwargs[key] = value
+    for key in INT_ARGS:
+        v = kwargs.get(key)
+        if key in kwargs and not (isinstance(v, int) and not isinstance(v, bool) and v >= 1):
+            raise ValueError(f"FINE args k, r, head_dim must be positive integers, got {key}={v!r} in {args!r}")
+    for key, allowed in zip(STR_ARGS, (ATTENTIONS, POOLS)):
+        if key in kwargs and kwargs[key] not in allowed:
+            raise ValueError(f"FINE {key}={kwargs[key]!r} is not one of {', '.join(allowed)}; {form}")
+    return kwargs
 
 
 def _probe_shapes(layers, ch: int, upto: int) -> list[tuple[int, ...]]:
@@ -122,15 +159,18 @@ def _insert_fine(layers, fine_rows: list[_FineRow], ch: int, yaml_file: str, ver
         low, high = shapes[fr.low], shapes[fr.high]
         if len(low) != 4 or len(high) != 4:
             raise fr.error(yaml_file, f"inputs must be feature maps, got shapes {low} (low) and {high} (high)")
-        r = fr.args[1] if len(fr.args) > 1 else 2
-        if (low[2], low[3]) != (high[2] * r, high[3] * r):
+        r = fr.args.get("r", 2)
+        # The maps are r times apart (AATS aligned), or adjacent levels (2 times apart) with any r: the paper's Fig. 5
+        # sweeps r in {1, 2, 4} against the stride ratio 2.
+        if not any((low[2], low[3]) == (high[2] * s, high[3] * s) for s in {r, 2}):
+            also = "" if r == 2 else " (or 2 times: adjacent levels, against which Fig. 5 sweeps r)"
             raise fr.error(
                 yaml_file,
                 f"high input (layer {fr.high}, {high[2]}x{high[3]} at a {PROBE_SIZE}px probe) must be r={r} times "
-                f"coarser than low input (layer {fr.low}, {low[2]}x{low[3]})",
+                f"coarser than low input (layer {fr.low}, {low[2]}x{low[3]}){also}",
             )
         try:
-            module = FINE(low[1], high[1], *fr.args)
+            module = FINE(low[1], high[1], **fr.args)
             # Fail here, not in the first training step: the token grid must be non-empty at the probe size.
             with torch.no_grad():
                 module(torch.zeros(low), torch.zeros(high))

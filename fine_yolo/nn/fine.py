@@ -87,6 +87,37 @@ shapes (with dynamic H, W inside a whole YOLO model, torch.export cannot solve t
 Shapes: ``low`` is (B, c_low, H, W); ``high`` is (B, c_high, H/r, W/r) (any size whose pooled token grid is
 non-empty is accepted by the block; the ultralytics glue checks the r x relation at model build time); the output is
 (B, c_low, H, W).
+
+Variants for the paper's ablations (``attention=``, ``pool=``; the defaults are the paper's method and run exactly
+the code above, bit for bit and at the same speed):
+
+* ``attention="aats"`` (default): eq. 4-6 as above. The other values are Table 3's alternatives to AATS, each inside
+  the same block (same W_Q, W_K, W_V, W_O, eq. 10 projection, modulation and residual, so the same parameters) and
+  each on the *unpooled* maps: Q from every pixel of ``F_low``, K and V from every pixel of ``F_high``. They sample no
+  tokens, so k, r and ``pool`` (AATS's) must stay at their defaults, and the token grid is ``low``'s own grid:
+  :attr:`FINE.token_stride` is 1 (r*k for AATS) and eq. 8 upsamples by 1.
+
+  - ``"vanilla"`` (Table 3 row 1, Vaswani et al. 2017): ``softmax(Q K^T / sqrt(d)) V`` over all H_low W_low x
+    H_high W_high pairs; computed by the AATS code with no pooling (it *is* AATS with k = r = 1).
+  - ``"window"`` (Swin, Liu et al. 2021): softmax attention inside 7 x 7 windows of the high map, each paired with
+    the 14 x 14 (s x 7) window of the low map at the same place (:func:`fine_yolo.nn.attention.window_attention`).
+  - ``"area"`` (YOLO12's area attention, A = 4): the same with 4 horizontal strips
+    (:func:`fine_yolo.nn.attention.area_attention`).
+  - ``"linear"`` (Katharopoulos et al. 2020): ``phi(Q) (phi(K)^T V) / (phi(Q) phi(K)^T 1)``, phi = elu + 1
+    (:func:`fine_yolo.nn.attention.linear_attention`).
+
+  These run one plain form (1x1 convolutions, attention, W_O as a convolution) in eager mode and in export: they are
+  ablation baselines, not tuned.
+* ``pool=`` chooses AATS's Down() of eq. 4 (Table 6): ``"avg"`` (default, :class:`AATSPool`), ``"max"``
+  (``nn.MaxPool2d``, kernel = stride, floor mode: TensorRT-exact like the average) or ``"dwconv"`` (a depthwise
+  ``nn.Conv2d`` with kernel = stride = the pooling factor, no bias: C (rk)^2 + C k^2 parameters, the high map's only
+  when k > 1; the paper's +6.14K for C = 256, k = 1 and 2, is 256 x (2^2 + 4^2 + 2^2)). dwconv starts as the
+  average (every weight 1/kernel^2), so it is learnable pooling that begins where ``avg`` is. Max pooling and a
+  depthwise convolution do not commute with eq. 10's projection (average pooling does), so with them the high map is
+  projected first and pooled second, the paper's order.
+
+Checkpoints made before the variants existed unpickle without ``attention``/``pool`` in their ``__dict__``; the
+class attributes :attr:`FINE.attention` = "aats" and :attr:`FINE.pool` = "avg" make them the paper's block.
 """
 
 from __future__ import annotations
@@ -95,9 +126,15 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from fine_yolo.nn.attention import area_attention, linear_attention, window_attention
 from fine_yolo.nn.bias_fold import fold_pre_change_biases
 
 __all__ = ["FINE", "AATSPool"]
+
+ATTENTIONS = ("aats", "vanilla", "window", "area", "linear")  # paper Table 3 rows; the first is the default
+POOLS = ("avg", "max", "dwconv")  # paper Table 6: Down() of eq. 4; the first is the default
+# attention types that compute something other than softmax attention over all token pairs
+_LOCAL_ATTENTION = {"window": window_attention, "area": area_attention, "linear": linear_attention}
 
 
 _is_exporting = getattr(torch.compiler, "is_exporting", lambda: False)  # torch.export's flag, where torch has it
@@ -155,11 +192,21 @@ class FINE(nn.Module):
         k: AATS base kernel on the high-level map (paper: 1 at P4<-P5, 2 at P3<-P4).
         r: alignment ratio; the low-level kernel is ``r*k`` (paper: 2, the stride ratio of adjacent levels).
         head_dim: channels per attention head d; ``h = c_low / head_dim`` heads (paper: 16).
+        attention: ``"aats"`` (the paper's method) or one of Table 3's alternatives ``"vanilla"``, ``"window"``,
+            ``"area"``, ``"linear"`` (module doc, "Variants"); those sample no tokens, so k, r and pool keep their
+            defaults.
+        pool: AATS's Down() (eq. 4, Table 6): ``"avg"`` (the paper's), ``"max"`` or ``"dwconv"``.
         zero_init: start W_O at zero so that FINE is the identity (exact warm start from a baseline).
     """
 
+    # Class-level defaults: modules unpickled from checkpoints made before the variants existed lack these instance
+    # attributes and read them here, i.e. they are the paper's block (aats attention, average pooling).
+    attention = "aats"
+    pool = "avg"
+
     def __init__(
-        self, c_low: int, c_high: int, k: int = 1, r: int = 2, head_dim: int = 16, zero_init: bool = True
+        self, c_low: int, c_high: int, k: int = 1, r: int = 2, head_dim: int = 16, attention: str = "aats",
+        pool: str = "avg", zero_init: bool = True,
     ) -> None:
         super().__init__()
         for name, value in (("c_low", c_low), ("c_high", c_high), ("k", k), ("r", r), ("head_dim", head_dim)):
@@ -167,14 +214,26 @@ class FINE(nn.Module):
                 raise ValueError(f"FINE {name} must be a positive integer, got {value!r}")
         if c_low % head_dim:
             raise ValueError(f"FINE c_low={c_low} is not divisible by head_dim={head_dim}")
+        for name, value, allowed in (("attention", attention, ATTENTIONS), ("pool", pool, POOLS)):
+            if value not in allowed:
+                raise ValueError(f"FINE {name}={value!r} is not one of {', '.join(allowed)}")
+        if attention != "aats" and (k, r, pool) != (1, 2, "avg"):
+            raise ValueError(
+                f"FINE attention={attention!r} samples no tokens (paper Table 3: it replaces AATS and runs on the "
+                f"unpooled maps), so AATS's k, r and pool must keep their defaults k=1, r=2, pool='avg'; got k={k}, "
+                f"r={r}, pool={pool!r}"
+            )
         self.c_low, self.c_high, self.k, self.r, self.head_dim = c_low, c_high, k, r, head_dim
         self.heads = c_low // head_dim
+        self.attention, self.pool = attention, pool
         # eq. 10: plain 1x1 projection of the high-level map into the low-level channel space (no BN, no activation;
         # no bias: it would reach only K, where softmax ignores it, and V, where b_O subsumes it; see module doc).
         self.proj_high = nn.Conv2d(c_high, c_low, 1, bias=False) if c_high != c_low else nn.Identity()
-        # eq. 4: AATS, parameter-free non-overlapping average pooling (floor mode; TensorRT-exact).
-        self.pool_high = AATSPool(k) if k > 1 else nn.Identity()
-        self.pool_low = AATSPool(r * k)
+        # eq. 4: AATS, parameter-free non-overlapping average pooling (floor mode; TensorRT-exact). The variants that
+        # sample no tokens keep the (empty) attributes, so every FINE has the same module tree.
+        sampled = attention == "aats"
+        self.pool_high = _down(pool, c_low, k) if sampled and k > 1 else nn.Identity()
+        self.pool_low = _down(pool, c_low, r * k) if sampled else nn.Identity()
         # eq. 5 / 7: C x C projections as 1x1 convolutions on the token maps. K and V share one conv, without bias
         # (K's is dead under softmax, V's is subsumed by b_O); Q and O keep theirs (module doc, "Biases").
         self.q = nn.Conv2d(c_low, c_low, 1)
@@ -185,7 +244,20 @@ class FINE(nn.Module):
             nn.init.zeros_(self.out.bias)
 
     def extra_repr(self) -> str:
-        return f"c_low={self.c_low}, c_high={self.c_high}, k={self.k}, r={self.r}, heads={self.heads}"
+        text = f"c_low={self.c_low}, c_high={self.c_high}, k={self.k}, r={self.r}, heads={self.heads}"
+        if self.attention != "aats":
+            text += f", attention={self.attention}"
+        if self.pool != "avg":
+            text += f", pool={self.pool}"
+        return text
+
+    @property
+    def token_stride(self) -> int:
+        """Side of the ``low`` pixels one token covers: r*k for AATS; 1 for the variants that sample no tokens.
+
+        The gain map of :meth:`_gain` is on a grid this many times coarser than ``low`` and eq. 8 upsamples by it.
+        """
+        return self.r * self.k if self.attention == "aats" else 1
 
     def _load_from_state_dict(self, state_dict, prefix, local_metadata, strict, missing_keys, unexpected_keys,
                               error_msgs) -> None:
@@ -205,7 +277,11 @@ class FINE(nn.Module):
                                       error_msgs)
 
     def _gain(self, low: torch.Tensor, high: torch.Tensor) -> torch.Tensor:
-        """Return the gain map ``1 + M^`` (eq. 4-7, residual folded in) on the token grid: (B, C, H // rk, W // rk)."""
+        """Return the gain map ``1 + M^`` (eq. 4-7, residual folded in) on the token grid: (B, C, H // rk, W // rk),
+        rk = :attr:`token_stride` (1 for the attention variants that sample no tokens)."""
+        attention = self.attention
+        if attention != "aats":
+            return self._gain_variant(low, high, attention)
         rk = self.r * self.k
         if min(low.shape[-2:]) < rk or min(high.shape[-2:]) < self.k:
             raise ValueError(
@@ -213,16 +289,34 @@ class FINE(nn.Module):
                 f"high {tuple(high.shape[-2:])} pooled by k={self.k}"
             )
         low_t = self.pool_low(low)  # (B, C, h, w), h = H // rk
-        high_t = self.pool_high(high)  # (B, c_high, hh, ww), hh = H_high // k
+        if self.pool == "avg":
+            high_t, projected = self.pool_high(high), False  # (B, c_high, hh, ww), hh = H_high // k
+        else:  # max / dwconv do not commute with eq. 10: project first, then pool (the paper's order)
+            high_t, projected = self.pool_high(self.proj_high(high)), True  # (B, C, hh, ww)
         if _exporting():
-            return self._gain_graph(low_t, high_t)
-        return self._gain_eager(low_t, high_t)
+            return self._gain_graph(low_t, high_t, projected)
+        return self._gain_eager(low_t, high_t, projected)
 
-    def _gain_graph(self, low_t: torch.Tensor, high_t: torch.Tensor) -> torch.Tensor:
-        """Exported form: 1x1 convs on the token maps, SDPA decomposed by the exporter, W_O as a conv."""
+    def _gain_variant(self, low: torch.Tensor, high: torch.Tensor, attention: str) -> torch.Tensor:
+        """Gain map of a Table-3 variant on ``low``'s own grid (B, C, H, W): no token sampling (module doc)."""
+        if attention == "vanilla":  # AATS's attention with nothing pooled: every low pixel x every high pixel
+            if _exporting():
+                return self._gain_graph(low, high, False)
+            return self._gain_eager(low, high, False)
+        q = self.q(low)  # eq. 5 as 1x1 convolutions on the full maps
+        kv = self.kv(self.proj_high(high))
+        k, v = kv.chunk(2, dim=1)
+        heads = _LOCAL_ATTENTION[attention](q, k, v, self.heads)  # (B, C, H, W), Concat(head_1..head_h)
+        return F.conv2d(heads, self.out.weight, self.out.bias + 1.0)  # W_O x + (b_O + 1), eq. 7 + residual
+
+    def _gain_graph(self, low_t: torch.Tensor, high_t: torch.Tensor, projected: bool = False) -> torch.Tensor:
+        """Exported form: 1x1 convs on the token maps, SDPA decomposed by the exporter, W_O as a conv.
+
+        ``projected``: ``high_t`` has already been through eq. 10 (max / dwconv pooling).
+        """
         b, c, h, w = low_t.shape
         n_high = high_t.shape[-2] * high_t.shape[-1]
-        if isinstance(self.proj_high, nn.Conv2d):
+        if isinstance(self.proj_high, nn.Conv2d) and not projected:
             # eq. 10 folded into the K/V projection: W_kv W_p x is one conv with weight W_kv W_p (both linear, same
             # multiply-adds since c_high x 2C == c_high x C + C x 2C when c_high = 2C, one layer less). The product
             # of constants is folded at export. A pre-change module's biases b_p, b_kv fold to W_kv b_p + b_kv.
@@ -244,12 +338,15 @@ class FINE(nn.Module):
         heads = attn.transpose(-1, -2).reshape(b, c, h, w)  # (B, heads, N_low, d) -> (B, C, h, w)
         return F.conv2d(heads, self.out.weight, self.out.bias + 1.0)  # W_O x + (b_O + 1), eq. 7 + residual
 
-    def _gain_eager(self, low_t: torch.Tensor, high_t: torch.Tensor) -> torch.Tensor:
-        """Eager form: token-major GEMMs straight on the NCHW token maps, SDPA's fused kernel, no layout copies."""
+    def _gain_eager(self, low_t: torch.Tensor, high_t: torch.Tensor, projected: bool = False) -> torch.Tensor:
+        """Eager form: token-major GEMMs straight on the NCHW token maps, SDPA's fused kernel, no layout copies.
+
+        ``projected``: ``high_t`` has already been through eq. 10 (max / dwconv pooling).
+        """
         b, c, h, w = low_t.shape
         x_low = low_t.flatten(2).transpose(1, 2)  # (B, N, C): a transposed view, read by BLAS as such
         x_high = high_t.flatten(2).transpose(1, 2)
-        if isinstance(self.proj_high, nn.Conv2d):
+        if isinstance(self.proj_high, nn.Conv2d) and not projected:
             x_high = F.linear(x_high, self.proj_high.weight.flatten(1), self.proj_high.bias)
         n, n_high = h * w, x_high.shape[1]
         # Token-major Q (B, N, C) viewed as (B, heads, N, d) has unit stride on d, which is all torch's fused
@@ -272,10 +369,12 @@ class FINE(nn.Module):
         """
         if high is None:
             low, high = low
-        rk = self.r * self.k
+        rk = self.token_stride
         gain = self._gain(low, high)  # 1 + M^: the residual's 1 folded into W_O's bias (see module doc)
         b, c, big_h, big_w = low.shape
         h, w = gain.shape[-2:]
+        if rk == 1:  # a variant on low's own grid (token_stride 1): eq. 8 is the identity
+            return low * gain
         if _tuned(low) and big_h == h * rk and big_w == w * rk and low.is_contiguous():
             # eq. 8-9 without materialising the upsampled map (CPU): repeat the gain along W only (a coarse-height
             # map), then broadcast it over the rk rows of each cell. Same products as Resize + Mul, bit for bit.
@@ -286,3 +385,15 @@ class FINE(nn.Module):
         if pad_h or pad_w:  # trailing rows/cols outside every token: gain 1 (M = 0), see module doc
             gain = F.pad(gain, (0, pad_w, 0, pad_h), value=1.0)
         return low * gain
+
+
+def _down(pool: str, channels: int, factor: int) -> nn.Module:
+    """AATS's Down() by ``factor`` (eq. 4) on a map of ``channels`` channels: average (the paper's), max or a
+    depthwise strided convolution initialised to the average (module doc, "Variants")."""
+    if pool == "avg":
+        return AATSPool(factor)
+    if pool == "max":
+        return nn.MaxPool2d(factor)  # kernel = stride, no padding, floor mode: ONNX MaxPool as TensorRT runs it
+    conv = nn.Conv2d(channels, channels, factor, stride=factor, groups=channels, bias=False)
+    nn.init.constant_(conv.weight, 1.0 / (factor * factor))  # starts as the average: learnable, not random, pooling
+    return conv
