@@ -25,7 +25,7 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "check-onnx": ("fine_yolo.export.trt_check", "offline TensorRT 10.3 compatibility check of an ONNX file"),
     "export": ("fine_yolo.export.engine", "`yolo export`, with a clear answer when TensorRT is absent"),
     "bench": ("fine_yolo.bench.latency", "interleaved baseline-vs-FINE latency benchmark"),
-    "int8": ("fine_yolo.export.int8_eval", "INT8 (ONNX Runtime QDQ, OpenVINO NNCF), AP next to FP32, FINE kept in float"),
+    "int8": ("fine_yolo.export.int8_eval", "INT8 (ONNX Runtime QDQ, OpenVINO NNCF) and its AP; FINE kept in float"),
     "attention-cost": ("fine_yolo.analysis.attention_cost", "AATS vs vanilla attention cost (paper Table 3)"),
     "flops": ("fine_yolo.analysis.complexity", "params and GFLOPs (attention included) of models side by side"),
     "heatmaps": ("fine_yolo.analysis.heatmaps", "F_high, F_low, M and F_low_aligned of every FINE block (Fig. 8)"),

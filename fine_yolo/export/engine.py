@@ -91,7 +91,7 @@ def export_model(model: str, format: str = "onnx", check: bool = True, plain: bo
         fmt = "engine"
         engine_preflight(model, kwargs.get("device"), kwargs.get("imgsz"))
         kwargs.setdefault("device", 0)
-    if _is_int8(kwargs) and fmt in {"engine", "onnx"} and not kwargs.get("data"):
+    if _is_int8(kwargs) and fmt in {"engine", "onnx", "openvino"} and not kwargs.get("data"):
         raise ExportArgumentError("int8=True calibrates on images: pass data=<dataset YAML> (ultralytics warns "
                                   "below 300)")
     from ultralytics import YOLO
