@@ -1,4 +1,4 @@
-"""The three timed backends — PyTorch, ONNX Runtime, TensorRT — behind one shape: a callable returning milliseconds.
+"""The timed backends — PyTorch, ONNX Runtime, OpenVINO, TensorRT — behind one shape: a callable returning milliseconds.
 
 For each model a backend prepares two callables:
 
@@ -14,6 +14,11 @@ Both models of a comparison run in the same process with the same thread setting
 ``torch.set_num_threads`` and ONNX Runtime's ``intra_op_num_threads`` (``inter_op_num_threads=1``, sequential
 execution) for the network timing. ultralytics' own ONNX session (end-to-end timing) uses ONNX Runtime's defaults,
 identical for both models.
+
+OpenVINO (CPU) compiles the IR with ``INFERENCE_NUM_THREADS=threads``, one stream, latency mode and the requested
+``precision`` hint (:mod:`fine_yolo.export.openvino`; ``default`` is the plugin's choice: bf16 on AMX CPUs), and
+records the precision the plugin actually ran. Its end-to-end timing goes through ultralytics' own OpenVINO backend,
+which compiles with the plugin's default precision, so it is timed only for ``precision=default``.
 """
 
 from __future__ import annotations
@@ -26,7 +31,7 @@ from typing import Any, Callable
 
 from fine_yolo.devices import cuda_index, is_cuda
 
-FORMATS = ("torch", "onnx", "engine")
+FORMATS = ("torch", "onnx", "openvino", "engine")
 
 
 @dataclass
@@ -129,6 +134,8 @@ def _export(model: str, fmt: str, out_dir: Path, **kwargs: Any) -> str:
     out_dir.mkdir(parents=True, exist_ok=True)
     dest = out_dir / path.name
     if path.resolve() != dest.resolve():
+        if dest.is_dir():  # an OpenVINO folder from an earlier run: move() would nest the new one inside it
+            shutil.rmtree(dest)
         shutil.move(str(path), dest)
     return str(dest)
 
@@ -183,6 +190,32 @@ def prepare_onnx(model: str, imgsz: int = 640, device: str = "cpu", half: bool =
     return Prepared(model, path, network, _e2e_runner(_detector(path), imgsz, device, half) if e2e else None, info)
 
 
+def prepare_openvino(model: str, imgsz: int = 640, device: str = "cpu", half: bool = False, int8: bool = False,
+                     data: str = "", threads: int = 1, precision: str = "default",
+                     out_dir: str | Path = "runs/fine_bench", e2e: bool = True, **_: Any) -> Prepared:
+    """OpenVINO CPU: a static-shape IR (ultralytics' export; ``half`` FP16 weights, ``int8`` NNCF with ``data``)
+    compiled at ``precision`` with ``threads`` threads; ``info`` holds what the plugin really ran."""
+    import numpy as np
+
+    from fine_yolo.export.openvino import compile_openvino, is_openvino, openvino_xml, plugin_info, timer
+
+    if is_cuda(device):
+        raise RuntimeError(f"format=openvino times the CPU plugin; device={device} is a CUDA device (use device=cpu)")
+    if is_openvino(model):
+        path = str(openvino_xml(model).parent)
+    else:
+        kw: dict[str, Any] = {"imgsz": imgsz, "half": half and not int8, "int8": int8, "dynamic": False,
+                              "device": "cpu"}
+        if data:
+            kw["data"] = data
+        path = _export(model, "openvino", Path(out_dir) / ("int8" if int8 else "fp16" if half else "fp32"), **kw)
+    compiled = compile_openvino(path, precision=precision, threads=threads)
+    x = np.random.default_rng(0).random((1, 3, imgsz, imgsz), dtype=np.float32)
+    info = {"backend": "openvino", "precision": precision, "threads": int(threads), **plugin_info(compiled)}
+    e2e_run = _e2e_runner(_detector(path), imgsz, "cpu", False) if e2e and precision == "default" else None
+    return Prepared(model, path, timer(compiled, x), e2e_run, info)
+
+
 def prepare_engine(model: str, imgsz: int = 640, device: str = "0", half: bool = True, int8: bool = False,
                    data: str = "", workspace: float = 0.0, cuda_graph: bool = False,
                    out_dir: str | Path = "runs/fine_bench", e2e: bool = True, **_: Any) -> Prepared:
@@ -209,4 +242,4 @@ def prepare_engine(model: str, imgsz: int = 640, device: str = "0", half: bool =
 
 
 PREPARE: dict[str, Callable[..., Prepared]] = {"torch": prepare_torch, "onnx": prepare_onnx,
-                                                "engine": prepare_engine}
+                                                "openvino": prepare_openvino, "engine": prepare_engine}

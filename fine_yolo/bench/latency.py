@@ -4,7 +4,9 @@
     fine-yolo bench model=yolov8s-fine.pt baseline=yolov8s.pt format=engine device=0 half=True cuda_graph=True
 
 Both models are built/exported first (``format=torch``: eager PyTorch; ``onnx``: ultralytics ONNX export run by ONNX
-Runtime, CPU or CUDA; ``engine``: ultralytics TensorRT build, run directly with the TensorRT runtime), then timed
+Runtime, CPU or CUDA; ``openvino``: ultralytics OpenVINO export run by the CPU plugin at
+``precision=default|f32|bf16|f16`` (``default``: the plugin's choice, bf16 on AMX CPUs; the precision actually run is
+recorded); ``engine``: ultralytics TensorRT build, run directly with the TensorRT runtime), then timed
 interleaved in one process (:func:`fine_yolo.bench.stats.interleave`): ``warmup`` untimed rounds, then turns of
 ``block`` timed runs per model after one untimed settling run (``block=4``, the default: A A A A A B B B B B ...;
 ``block=1``: A B A B ...), until each model has at least ``iters`` samples and ``seconds`` seconds have passed.
@@ -81,7 +83,8 @@ def _torch_threads(threads: int) -> Iterator[int]:
 
 def run_bench(model: str, baseline: str = "", imgsz: int = 640, format: str = "torch", device: str = "cpu",
               half: bool = False, int8: bool = False, data: str = "", workspace: float = 0.0,
-              cuda_graph: bool = False, iters: int = 100, seconds: float = 0.0, warmup: int = 10, block: int = 4,
+              cuda_graph: bool = False, precision: str = "default", iters: int = 100,
+              seconds: float = 0.0, warmup: int = 10, block: int = 4,
               malloc: str = "steady", threads: int = 0, e2e: bool = True, e2e_iters: int = 0, flops: bool = True,
               out: str = "runs/fine_bench", progress: bool = True) -> dict[str, Any]:
     """Prepare, time and summarize ``baseline`` and ``model``; return the result dict (see module doc)."""
@@ -94,12 +97,18 @@ def run_bench(model: str, baseline: str = "", imgsz: int = 640, format: str = "t
                                ("e2e_iters", e2e_iters, 0), ("seconds", seconds, 0)):
         if value < least:
             raise BenchArgumentError(f"{name}={value} must be >= {least}")
+    from fine_yolo.export.openvino import PRECISIONS
+
+    if precision not in PRECISIONS:
+        raise BenchArgumentError(f"precision={precision} is not one of {', '.join(PRECISIONS)}")
+    if precision != "default" and fmt != "openvino":
+        raise BenchArgumentError(f"precision={precision} applies to format=openvino (format={fmt}: use half=True)")
     if malloc not in {"steady", "default"}:
         raise BenchArgumentError(f"malloc={malloc} is not one of steady, default")
     if fmt == "engine" and not is_cuda(device):  # is_cuda also rejects a device it cannot read
         device = "0"
     for source in (model, baseline):
-        if fmt == "torch" and source.endswith((".onnx", ".engine", ".plan")):
+        if fmt == "torch" and source.endswith((".onnx", ".engine", ".plan", ".xml", "_openvino_model")):
             raise BenchArgumentError(f"format=torch times PyTorch models and {source} is an exported file: use "
                                      "format=onnx or format=engine")
     baseline = baseline or default_baseline(model)
@@ -107,7 +116,7 @@ def run_bench(model: str, baseline: str = "", imgsz: int = 640, format: str = "t
     env = environment(device=device)
     env["malloc"] = (steady_malloc() if malloc == "steady" else None) or "default"  # what the process really has
     kw = {"imgsz": imgsz, "device": device, "half": half, "int8": int8, "data": data, "workspace": workspace,
-          "cuda_graph": cuda_graph, "out_dir": out, "e2e": e2e}
+          "cuda_graph": cuda_graph, "precision": precision, "out_dir": out, "e2e": e2e}
     with _torch_threads(threads) as threads:  # one setting for both models (and ONNX Runtime's intra-op pool)
         t_prep = time.perf_counter()
         _log(f"preparing {baseline} and {model} for format={fmt} on device={device} ...")
@@ -142,12 +151,15 @@ def run_bench(model: str, baseline: str = "", imgsz: int = 640, format: str = "t
     info = prepared["fine"].info
     desc = {"torch": f"PyTorch {info.get('device')} {info.get('dtype')}, {threads} threads",
             "onnx": f"ONNX Runtime {info.get('providers', ['?'])[0]}, {info.get('intra_op_threads')} intra-op threads",
+            "openvino": f"OpenVINO {info.get('openvino')} {','.join(info.get('execution_devices') or ['CPU'])}, "
+                        f"precision={info.get('precision')} (plugin ran {info.get('precision_hint')}; nodes by "
+                        f"precision {info.get('executed_precisions')}), {info.get('inference_threads')} threads",
             "engine": f"TensorRT {info.get('tensorrt')} {info.get('precision')}"
                       f"{', CUDA graph' if info.get('cuda_graph') else ''}"}[fmt]
     return {
         "args": {"model": model, "baseline": baseline, "imgsz": imgsz, "format": fmt, "device": device, "half": half,
                  "int8": int8, "iters": iters, "seconds": seconds, "warmup": warmup, "block": block,
-                 "malloc": malloc, "threads": threads, "cuda_graph": cuda_graph},
+                 "malloc": malloc, "threads": threads, "cuda_graph": cuda_graph, "precision": precision},
         "backend_desc": desc,
         "env": env,
         "warnings": warnings_for(env),
@@ -182,11 +194,13 @@ COMMAND = Command(
         "imgsz": Option(640, "input size"),
         "format": Option("torch", f"backend: {', '.join(FORMATS)}"),
         "device": Option("cpu", "cpu or a CUDA index"),
-        "half": Option(False, "FP16 (engine, onnx on CUDA)"),
-        "int8": Option(False, "INT8 engine (needs data=)"),
+        "half": Option(False, "FP16 (engine, onnx on CUDA; openvino: FP16 weights)"),
+        "int8": Option(False, "INT8 engine, or OpenVINO INT8 via NNCF (needs data=)"),
         "data": Option("", "calibration data YAML for int8"),
         "workspace": Option(0.0, "TensorRT workspace in GiB (0: ultralytics' default)"),
         "cuda_graph": Option(False, "replay the engine through a CUDA graph"),
+        "precision": Option("default", "format=openvino: the CPU plugin's inference precision hint (default: the "
+                            "plugin's own, bf16 on AMX CPUs)", choices=("default", "f32", "bf16", "f16")),
         "iters": Option(100, "timed runs per model, at least"),
         "seconds": Option(0.0, "and at least this long"),
         "warmup": Option(10, "untimed rounds first"),

@@ -1,0 +1,207 @@
+"""INT8 for FINE models: ONNX Runtime QDQ and OpenVINO NNCF end to end on a tiny model, FINE kept in float on
+request, exclusion lists that name nodes of the graph they are applied to, and the TensorRT layer-precision list."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from types import SimpleNamespace
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+import torch
+
+from fine_yolo.data.synthetic import CLASS_NAMES, generate
+from fine_yolo.errors import UsageError
+from fine_yolo.export import int8
+from fine_yolo.nn import FINE
+
+IMGSZ = 64
+
+
+@pytest.fixture(scope="module")
+def data_yaml(tmp_path_factory) -> Path:
+    root = tmp_path_factory.mktemp("int8data")
+    generate(root / "data", seed=0, n_train=4, n_val=2, imgsz=128, verbose=False)
+    names = "\n".join(f"  {i}: {n}" for i, n in enumerate(CLASS_NAMES))
+    path = root / "synth.yaml"
+    path.write_text(f"path: {root / 'data'}\ntrain: images/train\nval: images/val\nnames:\n{names}\n")
+    return path
+
+
+@pytest.fixture(scope="module")
+def exported(tmp_path_factory) -> dict[str, Path]:
+    """yolov8n-fine with a non-identity FINE, exported by ultralytics to FP32 ONNX and OpenVINO at 64 px."""
+    from ultralytics import YOLO
+
+    tmp = tmp_path_factory.mktemp("int8model")
+    torch.manual_seed(0)
+    model = YOLO("yolov8n-fine.yaml", verbose=False)
+    for m in model.model.modules():
+        if isinstance(m, FINE):
+            torch.nn.init.normal_(m.out.weight, std=0.05)
+    model.save(tmp / "fine.pt")
+    model = YOLO(str(tmp / "fine.pt"))
+    return {"onnx": Path(model.export(format="onnx", imgsz=IMGSZ, simplify=True)),
+            "openvino": Path(model.export(format="openvino", imgsz=IMGSZ))}
+
+
+@pytest.fixture(scope="module")
+def calib(data_yaml) -> list[np.ndarray]:
+    return int8.calibration_arrays(int8.calibration_files(data_yaml, "train", n=2), IMGSZ)
+
+
+def test_calibration_images_are_a_seeded_subset_letterboxed_like_predict(data_yaml):
+    files = int8.calibration_files(data_yaml, "train", n=2, seed=3)
+    assert len(files) == 2 and files == int8.calibration_files(data_yaml, "train", n=2, seed=3)
+    assert all("train" in str(f) for f in files) and len(int8.calibration_files(data_yaml, "train")) == 4
+    (x,) = int8.calibration_arrays(files[:1], 96)
+    assert x.shape == (1, 3, 96, 96) and x.dtype == np.float32 and 0.0 <= x.min() and x.max() <= 1.0
+    import cv2
+
+    img = cv2.imread(str(files[0]))  # 128x128 -> 96x96: a plain resize, no padding; channel 0 is red
+    ref = cv2.resize(img, (96, 96), interpolation=cv2.INTER_LINEAR)[..., ::-1].transpose(2, 0, 1) / 255.0
+    np.testing.assert_allclose(x[0], ref, atol=1 / 255 + 1e-6)
+
+
+def test_group_names_and_keep():
+    names = ["/fine0/q/Conv", "/fine0/MatMul_1", "/fine1/Softmax", "/model.12/Conv", "/model.2/refine3/Conv"]
+    groups = int8.group_names(names)
+    assert groups == {"fine0": ["/fine0/q/Conv", "/fine0/MatMul_1"], "fine1": ["/fine1/Softmax"]}
+    assert int8.resolve_keep("fine", groups) == ["fine0", "fine1"]
+    assert int8.resolve_keep("none", groups) == [] and int8.resolve_keep("", groups) == []
+    assert int8.resolve_keep("fine1", groups) == ["fine1"]
+    with pytest.raises(UsageError, match=r"keep=fine7: no FINE group fine7 in the graph \(known: fine, none, fine0"):
+        int8.resolve_keep("fine7", groups)
+    with pytest.raises(UsageError, match="this graph has no FINE node"):
+        int8.resolve_keep("fine0", {})
+
+
+def _fed_by_dq(model: onnx.ModelProto, node_names: set[str]) -> set[str]:
+    """Nodes among ``node_names`` with at least one input produced by a DequantizeLinear."""
+    dq_out = {o for n in model.graph.node if n.op_type == "DequantizeLinear" for o in n.output}
+    return {n.name for n in model.graph.node if n.name in node_names and set(n.input) & dq_out}
+
+
+def test_onnx_qdq_quantises_fine_unless_kept(tmp_path, exported, calib):
+    fp32 = onnx.load(str(exported["onnx"]))
+    groups = int8.fine_nodes(fp32)
+    assert set(groups) == {"fine0", "fine1"}
+    weighted = {n.name for n in fp32.graph.node if n.name in set(sum(groups.values(), []))
+                and n.op_type in {"Conv", "MatMul"}}
+    assert len(weighted) == 2 * (3 + 2)  # per block: q, kv, out convs and the two attention MatMuls
+
+    excl = int8.onnx_exclusions(fp32, ["fine0", "fine1"])
+    assert set(excl) <= {n.name for n in fp32.graph.node}  # every excluded name exists in the graph
+    assert weighted <= set(excl) and not {n.name for n in fp32.graph.node if n.op_type == "Conv"
+                                          and not int8.fine_group(n.name)} & set(excl)
+
+    results = {}
+    for keep in ("none", "fine"):
+        info = int8.quantize_onnx(exported["onnx"], tmp_path / f"{keep}.onnx", calib, keep=keep)
+        q = onnx.load(info["path"])
+        results[keep] = (info, q)
+        assert {p.key: p.value for p in q.metadata_props}["names"] == {
+            p.key: p.value for p in fp32.metadata_props}["names"]  # YOLO(q) keeps the class names
+        sess = ort.InferenceSession(info["path"], providers=["CPUExecutionProvider"])
+        out = sess.run(None, {sess.get_inputs()[0].name: calib[0]})[0]
+        assert out.shape == (1, 84, 84) and np.isfinite(out).all()  # 4 box + 80 classes, 8²+4²+2² anchors
+    info_none, q_none = results["none"]
+    info_fine, q_fine = results["fine"]
+    assert _fed_by_dq(q_none, weighted) == weighted  # every FINE conv/matmul reads INT8 (dequantised) inputs
+    assert _fed_by_dq(q_fine, weighted) == set()  # kept: no FINE conv/matmul reads a dequantised tensor
+    assert info_fine["kept"] == ["fine0", "fine1"] and set(info_fine["excluded_fine_nodes"]) >= weighted
+    assert info_fine["quantize_linear_nodes"] < info_none["quantize_linear_nodes"]
+    # the rest of the network is quantised the same way in both
+    others = {n.name for n in fp32.graph.node if n.op_type == "Conv" and not int8.fine_group(n.name)}
+    assert _fed_by_dq(q_fine, others) == _fed_by_dq(q_none, others) == others
+
+
+def _fed_by_fq(model, op_names: set[str]) -> set[str]:
+    return {op.get_friendly_name() for op in model.get_ordered_ops() if op.get_friendly_name() in op_names
+            and any(i.get_source_output().get_node().get_type_name() == "FakeQuantize" for i in op.inputs())}
+
+
+def test_nncf_quantises_fine_unless_kept(tmp_path, exported, calib):
+    pytest.importorskip("nncf", reason="NNCF tests need nncf (pip install -e '.[dev]')")
+    import openvino as ov
+
+    from fine_yolo.export.openvino import openvino_xml
+
+    fp32 = ov.Core().read_model(str(openvino_xml(exported["openvino"])))
+    groups = int8.fine_nodes(fp32)
+    assert set(groups) == {"fine0", "fine1"}
+    head = int8.head_ignored(fp32)
+    every = {op.get_friendly_name() for op in fp32.get_ordered_ops()}
+    assert head and set(head) <= every and any("Sigmoid" in n for n in head)  # the ignored scope names real nodes
+    fine_convs = {op.get_friendly_name() for op in fp32.get_ordered_ops()
+                  if int8.fine_group(op.get_friendly_name()) and op.get_type_name() == "Convolution"}
+    assert len(fine_convs) == 6
+    models = {}
+    for keep in ("none", "fine"):
+        info = int8.quantize_openvino(exported["openvino"], tmp_path / f"{keep}_openvino_model", calib, keep=keep)
+        models[keep] = ov.Core().read_model(str(openvino_xml(info["path"])))
+        assert (Path(info["path"]) / "metadata.yaml").is_file()
+        out = ov.Core().compile_model(models[keep], "CPU")(calib[0])[0]
+        assert out.shape == (1, 84, 84) and np.isfinite(out).all()
+    # NNCF's MIXED preset quantises FINE's q and kv convolutions (W_O reads the attention output, left in float)
+    assert {n for n in fine_convs if not n.endswith("Convolution_1")} <= _fed_by_fq(models["none"], fine_convs)
+    assert _fed_by_fq(models["fine"], fine_convs) == set()
+
+
+def test_trt_layer_precisions_name_nodes_of_the_graph(exported):
+    fp32 = onnx.load(str(exported["onnx"]))
+    names = {n.name for n in fp32.graph.node}
+    lp = int8.trt_layer_precisions(exported["onnx"], "fine")
+    assert lp and all(x.endswith(":fp16") and x.rsplit(":", 1)[0] in names for x in lp)
+    assert {x.rsplit(":", 1)[0] for x in lp} == set(sum(int8.fine_nodes(fp32).values(), []))
+    assert int8.trt_layer_precisions(exported["onnx"], "fine1", "fp32") == [
+        f"{n}:fp32" for n in int8.fine_nodes(fp32)["fine1"]]
+
+
+class _Layer:
+    def __init__(self, name: str, outputs: int = 1) -> None:
+        self.name, self.num_outputs, self.precision, self.out_types = name, outputs, None, {}
+
+    def set_output_type(self, i: int, dtype) -> None:
+        self.out_types[i] = dtype
+
+
+def test_apply_layer_precisions_sets_layer_and_output_types():
+    layers = [_Layer("/model.0/conv/Conv"), _Layer("/fine0/MatMul_1"), _Layer("/fine0/Split", outputs=2)]
+    network = SimpleNamespace(num_layers=len(layers), get_layer=lambda i: layers[i])
+    trt = SimpleNamespace(float32="f32", float16="f16", bfloat16="bf16")
+    done = int8.apply_layer_precisions(network, ["/fine0/MatMul_1:fp16", "/fine0/Split:fp32", "/absent:fp16"], trt)
+    assert done == ["/fine0/MatMul_1", "/fine0/Split"]
+    assert layers[0].precision is None and layers[1].precision == "f16" and layers[1].out_types == {0: "f16"}
+    assert layers[2].out_types == {0: "f32", 1: "f32"}
+    with pytest.raises(UsageError, match="must be fp32, fp16 or bf16"):
+        int8.apply_layer_precisions(network, ["/fine0/MatMul_1:int4"], trt)
+
+
+def test_engine_from_qdq_stops_with_one_sentence_without_a_gpu(exported):
+    from fine_yolo.devices import is_cuda
+    from fine_yolo.export.preflight import EngineUnavailableError
+
+    if is_cuda("0"):
+        pytest.skip("a CUDA GPU is present: the engine build itself is covered by the gpu-marked engine tests")
+    with pytest.raises(EngineUnavailableError, match="format=onnx"):
+        int8.engine_from_qdq(exported["onnx"], IMGSZ)
+
+
+def test_int8_command_scores_fp32_and_int8_with_pycocotools(tmp_path, exported, data_yaml):
+    """``fine-yolo int8``'s pipeline on ONNX Runtime: export, QDQ with FINE kept, val + pycocotools, table."""
+    from fine_yolo.export.int8_eval import markdown, run_int8
+
+    pt = exported["onnx"].with_suffix(".pt")
+    result = run_int8(str(pt), str(data_yaml), imgsz=IMGSZ, runtimes=("onnx",), keep=("fine",), calib=2,
+                      out=tmp_path / "out")
+    variants = {(v["precision"], v["keep"]): v for v in result["variants"]}
+    assert set(variants) == {("fp32", None), ("int8", "fine")} and result["args"]["calib"] == 2
+    for v in variants.values():
+        ap = v["metrics"]["coco"]["AP50:95"]
+        assert 0.0 <= ap <= 1.0
+    assert Path(result["trt_layer_precisions"]).read_text().count(":fp16") == sum(result["fine_groups"].values())
+    table = markdown(result)
+    assert "| ONNX Runtime | FP32 |" in table and "INT8, keep=fine" in table and "calibrated on 2 train" in table
