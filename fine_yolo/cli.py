@@ -27,6 +27,7 @@ SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "bench": ("fine_yolo.bench.latency", "interleaved baseline-vs-FINE latency benchmark"),
     "int8": ("fine_yolo.export.int8_eval", "INT8 (ONNX Runtime QDQ, OpenVINO NNCF) and its AP; FINE kept in float"),
     "attention-cost": ("fine_yolo.analysis.attention_cost", "AATS vs vanilla attention cost (paper Table 3)"),
+    "ablate": ("fine_yolo.analysis.ablate", "the paper's ablations (Tables 3, 4, 6, Fig. 5): cost, and AP with data="),
     "flops": ("fine_yolo.analysis.complexity", "params and GFLOPs (attention included) of models side by side"),
     "heatmaps": ("fine_yolo.analysis.heatmaps", "F_high, F_low, M and F_low_aligned of every FINE block (Fig. 8)"),
     "erf": ("fine_yolo.analysis.erf", "effective receptive fields of the AATS tokens for r = 1, 2, 4 (Fig. 6, App. F)"),
