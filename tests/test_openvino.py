@@ -22,6 +22,7 @@ from fine_yolo.export.int8 import fine_nodes  # noqa: E402
 from fine_yolo.export.openvino import (  # noqa: E402
     compile_config,
     compile_openvino,
+    exec_groups,
     fine_group,
     openvino_xml,
     plugin_info,
@@ -68,6 +69,13 @@ def test_openvino_export_of_fine_models_matches_pytorch_at_f32(tmp_path, yaml):
     got = compiled(x.numpy())[0]
     assert got.shape == ref.shape
     np.testing.assert_allclose(got, ref, rtol=1e-3, atol=1e-3)
+    # the executable graph's FINE nodes include what the plugin made of the attention, whatever its names
+    groups = exec_groups(compiled)
+    assert set(groups.values()) == {"fine0", "fine1"} and set(groups) >= {
+        op.get_friendly_name() for op in compiled.get_runtime_model().get_ops() if fine_group(op.get_friendly_name())}
+    types = {op.get_friendly_name(): op.get_rt_info()["layerType"].astype(str)
+             for op in compiled.get_runtime_model().get_ops()}
+    assert sum(types[n] == "Softmax" for n in groups) == 2 or any("ScaledAttn" in types[n] for n in groups)
 
 
 def test_fine_group_reads_every_exporters_spelling():
