@@ -145,6 +145,8 @@ def test_study_on_a_fresh_model():
         assert r["ratio"] == pytest.approx(r["sigma_high"] / r["sigma_low"])
         assert r["sigma_low"] == pytest.approx(np.mean(r["sigma_low_per_image"]))
         assert len(r["sigma_low_per_image"]) == 2
+        # an untrained network's low-level ERF is local: its fitted centre lies within one token cell of the token
+        assert r["offset_low"] < 64 / r["low_grid"][0]
     for stage in ("fine0", "fine1"):
         rs = [r for r in rec["records"] if r["stage"] == stage]
         assert len({r["sigma_high"] for r in rs}) == 1  # the high token does not depend on r

@@ -85,8 +85,12 @@ def load_model(model: str, need_fine: bool = True) -> LoadedModel:
     ckpt = getattr(wrapper, "ckpt", None) or {}
     trained = str(model).endswith(".pt")
     if trained:
-        epoch = ckpt.get("epoch")
-        state = f"checkpoint {model}" + (f", epoch {epoch}" if isinstance(epoch, int) and epoch >= 0 else "")
+        epoch, epochs = ckpt.get("epoch"), (ckpt.get("train_args") or {}).get("epochs")
+        state = f"checkpoint {model}"
+        if isinstance(epoch, int) and epoch >= 0:
+            state += f", epoch {epoch + 1}"  # ultralytics counts epochs from 0 in checkpoints
+        elif isinstance(epochs, int):  # a finished training's best.pt/last.pt (optimizer stripped, epoch -1)
+            state += f", trained for {epochs} epochs"
     else:
         state = f"freshly initialised from {model} (untrained: FINE starts as the identity, M = 0)"
     loaded = LoadedModel(str(model), net, trained, state, fine_blocks(net))

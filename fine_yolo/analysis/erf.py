@@ -164,7 +164,12 @@ def input_gradient(token: torch.Tensor, x: torch.Tensor, retain_graph: bool = Tr
 
 @dataclass
 class TokenERF:
-    """The ERF of one token over a set of images: the mean map (H, W), per-image fits, the token's footprint."""
+    """The ERF of one token over a set of images: the mean map (H, W), per-image fits, the token's footprint.
+
+    ``offsets`` tell whether eq. 12 describes the map: a fitted centre far from the token (a trained network whose
+    high-level token responds to objects anywhere in the image) means one Gaussian does not, and sigma is the size
+    of whatever blob the fit locked onto.
+    """
 
     level: str  # "low" or "high"
     r: int | None  # None for the high token (it does not depend on r)
@@ -174,10 +179,15 @@ class TokenERF:
     cell: tuple[float, float, float, float]  # the pooling window in input pixels: x0, y0, x1, y1
     mean_map: np.ndarray
     sigmas: list[float]
+    offsets: list[float]  # per image: distance (px) of the fitted centre mu from the centre of the token's cell
 
     @property
     def sigma(self) -> float:
         return float(np.mean(self.sigmas))
+
+    @property
+    def offset(self) -> float:
+        return float(np.mean(self.offsets))
 
 
 def _cell(feature_hw: tuple[int, int], imgsz: tuple[int, int], pool: int, token: tuple[int, int]) -> tuple:
@@ -199,7 +209,10 @@ def erf_study(model: str, source: str = SYNTH_SOURCE, anchor: tuple[float, float
     frozen = [p.requires_grad for p in net.parameters()]
     for p in net.parameters():
         p.requires_grad_(False)  # only d/dx is wanted
-    maps: dict[tuple[int, str, int | None], list[np.ndarray]] = {}
+    # per (block, level, r): the sum of the maps (for the mean picture) and each image's sigma, fitted at once, so
+    # memory does not grow with the number of images
+    sums: dict[tuple[int, str, int | None], np.ndarray] = {}
+    fits: dict[tuple[int, str, int | None], list[GaussianFit]] = {}
     meta: dict[tuple[int, str, int | None], tuple] = {}
     try:
         bar = tqdm(total=len(imgs), desc="erf", unit="img", disable=not progress)
@@ -212,8 +225,10 @@ def erf_study(model: str, source: str = SYNTH_SOURCE, anchor: tuple[float, float
                 for level, r, feature, pool in wanted:
                     token, idx, grid = anchor_token(feature, pool, anchor)
                     g = input_gradient(token, x).double().cpu().numpy()
-                    maps.setdefault((i, level, r), []).extend(g)
-                    meta[(i, level, r)] = (pool, idx, grid, _cell(feature.shape[-2:], x.shape[-2:], pool, idx))
+                    key = (i, level, r)
+                    sums[key] = sums[key] + g.sum(0) if key in sums else g.sum(0)
+                    fits.setdefault(key, []).extend(fit_gaussian(one, method) for one in g)
+                    meta[key] = (pool, idx, grid, _cell(feature.shape[-2:], x.shape[-2:], pool, idx))
             del inputs
             bar.update(len(chunk))
         bar.close()
@@ -225,10 +240,12 @@ def erf_study(model: str, source: str = SYNTH_SOURCE, anchor: tuple[float, float
     for i, b in enumerate(loaded.blocks):
         erfs: dict[tuple[str, int | None], TokenERF] = {}
         for level, r in [("low", r) for r in rs] + [("high", None)]:
-            gs = maps[(i, level, r)]
-            pool, idx, grid, cell = meta[(i, level, r)]
-            sigmas = [fit_gaussian(g, method).sigma for g in gs]
-            erfs[(level, r)] = TokenERF(level, r, pool, idx, grid, cell, np.mean(gs, axis=0), sigmas)
+            key = (i, level, r)
+            pool, idx, grid, cell = meta[key]
+            fs = fits[key]
+            cy, cx = (cell[1] + cell[3]) / 2 - 0.5, (cell[0] + cell[2]) / 2 - 0.5  # pixel centres are integers
+            erfs[(level, r)] = TokenERF(level, r, pool, idx, grid, cell, sums[key] / len(fs), [f.sigma for f in fs],
+                                        [math.hypot(f.mu_y - cy, f.mu_x - cx) for f in fs])
         high = erfs[("high", None)]
         for r in rs:
             low = erfs[("low", r)]
@@ -236,6 +253,7 @@ def erf_study(model: str, source: str = SYNTH_SOURCE, anchor: tuple[float, float
                 "stage": b.name, "low": b.low, "high": b.high, "k": b.module.k, "r": r,
                 "sigma_low": low.sigma, "sigma_high": high.sigma, "ratio": high.sigma / low.sigma,
                 "sigma_low_per_image": low.sigmas, "sigma_high_per_image": high.sigmas,
+                "offset_low": low.offset, "offset_high": high.offset,
                 "low_pool": low.pool, "high_pool": high.pool, "low_token": list(low.token),
                 "high_token": list(high.token), "low_grid": list(low.grid), "high_grid": list(high.grid),
             })
@@ -303,11 +321,12 @@ def table(record: dict[str, Any]) -> str:
     """Markdown: sigma_low, sigma_high and their ratio (eq. 13) per stage and r, the paper's ratio below."""
     cells = [[f"{r['stage']} (layer {r['low']} <- {r['high']})", r["k"], r["r"],
               f"AvgPool({r['low_pool']}) @ {tuple(r['low_token'])} of {r['low_grid'][0]}x{r['low_grid'][1]}",
-              f"{r['sigma_low']:.1f}", f"{r['sigma_high']:.1f}", f"{r['ratio']:.2f}"] for r in record["records"]]
+              f"{r['sigma_low']:.1f}", f"{r['sigma_high']:.1f}", f"{r['ratio']:.2f}",
+              f"{r['offset_low']:.0f} / {r['offset_high']:.0f}"] for r in record["records"]]
     cells.append(["paper, App. F (ResNet-50, COCO, unpooled adjacent stages, centre)", "-", "-", "-", "-", "-",
-                  f"{record['paper_ratio_resnet50']:.2f}"])
+                  f"{record['paper_ratio_resnet50']:.2f}", "-"])
     return markdown_table(["stage", "k", "r", "low token", "sigma_low (px)", "sigma_high (px)",
-                           "sigma_high / sigma_low"], cells)
+                           "sigma_high / sigma_low", "fit centre off the token, low / high (px)"], cells)
 
 
 def _json_record(record: dict[str, Any]) -> dict[str, Any]:

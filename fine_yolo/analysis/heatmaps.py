@@ -207,13 +207,13 @@ def heatmaps(model: str, source: str, baseline: str = "", imgsz: int = 640, out:
                 })
             png = out / f"{name}.png"
             how_text = "mean |x| over channels" if how == "mean" else "L2 norm over channels"
+            base_text = f"; baseline: {base.state}" if base else ""
             render_grid(img, rows, png, how,
-                        f"{Path(model).name}: {fine.state}\n{how_text}, each map normalised to its own range")
+                        f"{name}: {fine.state}{base_text}\n{how_text}, each map normalised to its own range")
             item: dict[str, Any] = {"name": name, "png": str(png), "blocks": entries}
             if cams is not None:
                 cam_png = out / f"{name}_cam.png"
-                _render_cam(img, cams[0][n], None if cams[1] is None else cams[1][n], cam_png, Path(model).name,
-                            Path(baseline).name if baseline else "")
+                _render_cam(img, cams[0][n], None if cams[1] is None else cams[1][n], cam_png, model, baseline)
                 item["cam_png"] = str(cam_png)
             record["images"].append(item)
             bar.update(1)
@@ -229,9 +229,9 @@ def _render_cam(image_bgr: np.ndarray, fine_cam: np.ndarray, base_cam: np.ndarra
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    panels = [("input (letterboxed)", None), (f"EigenCAM {fine_name}", fine_cam)]
+    panels = [("input (letterboxed)", None), (f"FINE: {fine_name}", fine_cam)]
     if base_cam is not None:
-        panels.append((f"EigenCAM {base_name}", base_cam))
+        panels.append((f"baseline: {base_name}", base_cam))
     rgb = image_bgr[..., ::-1]
     fig, axes = plt.subplots(1, len(panels), figsize=(3.2 * len(panels), 3.6), squeeze=False, layout="constrained")
     for ax, (title, cam) in zip(axes[0], panels):
