@@ -187,6 +187,10 @@ def test_engine_from_qdq_stops_with_one_sentence_without_a_gpu(exported):
         pytest.skip("a CUDA GPU is present: the engine build itself is covered by the gpu-marked engine tests")
     with pytest.raises(EngineUnavailableError, match="format=onnx"):
         int8.engine_from_qdq(exported["onnx"], IMGSZ)
+    from fine_yolo.export.int8_eval import run_int8
+
+    with pytest.raises(EngineUnavailableError):  # before any export or calibration starts
+        run_int8("absent.pt", "absent.yaml", engine=True)
 
 
 def test_int8_command_scores_fp32_and_int8_with_pycocotools(tmp_path, exported, data_yaml):

@@ -14,6 +14,9 @@ val_predictions`) and scored with pycocotools (:func:`fine_yolo.eval.coco.evalua
 ``fine-yolo compare``. ``YOLO(ir).val`` runs the OpenVINO IR at the plugin's default precision (bf16 on AMX CPUs):
 its "FP32" row is the FP32 IR as deployed, and ONNX Runtime's FP32 row is the float32 reference.
 
+``engine=True`` (on a machine with an NVIDIA GPU and TensorRT) builds a TensorRT engine from each QDQ file with
+ultralytics' ``onnx2engine``: INT8 where the Q/DQ pairs are, FP16 elsewhere, so ``keep=fine`` keeps FINE in FP16.
+
 Output: a markdown table (AP50:95, AP50, and the INT8 drop against the same runtime's FP32 row, in points), JSON
 ``out/int8.json``, and ``out/trt_layer_precisions.txt`` (FINE's nodes as ``name:fp16`` for ``trtexec
 --layerPrecisions``; the QDQ files with ``keep=fine`` are the explicit-quantisation recipe for TensorRT).
@@ -69,13 +72,17 @@ def evaluate_file(path: Path, data: str, imgsz: int, split: str, project: Path, 
 def run_int8(model: str, data: str, imgsz: int = 640, runtimes: tuple[str, ...] = RUNTIMES,
              keep: tuple[str, ...] = ("none", "fine"), sensitivity: bool = False, calib: int = 0,
              calib_split: str = "train", seed: int = 0, split: str = "val", evaluate: bool = True,
-             out: str | Path = "runs/fine_int8") -> dict[str, Any]:
-    """Export, quantise and (``evaluate``) score every variant; return the result dict (module doc)."""
+             engine: bool = False, device: str = "0", out: str | Path = "runs/fine_int8") -> dict[str, Any]:
+    """Export, quantise and (``evaluate``) score every variant; return the result dict (module doc).
+
+    ``engine=True`` also builds a TensorRT engine from each QDQ file on CUDA ``device`` (checked before anything
+    else runs: without a GPU and TensorRT it stops with one sentence)."""
     from tqdm import tqdm
 
     from fine_yolo.export.int8 import (
         calibration_arrays,
         calibration_files,
+        engine_from_qdq,
         fine_nodes,
         quantize_onnx,
         quantize_openvino,
@@ -84,6 +91,10 @@ def run_int8(model: str, data: str, imgsz: int = 640, runtimes: tuple[str, ...] 
     from fine_yolo.glue import register
 
     register()
+    if engine:
+        from fine_yolo.export.preflight import engine_preflight
+
+        engine_preflight(model, device, imgsz)
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     t0 = time.perf_counter()
@@ -101,6 +112,8 @@ def run_int8(model: str, data: str, imgsz: int = 640, runtimes: tuple[str, ...] 
             tag = f"int8_keep-{r}"
             if rt == "onnx":
                 info = quantize_onnx(fp32[rt], out / f"{tag}.onnx", arrays, keep=r)
+                if engine:  # INT8 where the Q/DQ pairs are, FP16 elsewhere (FINE too, with keep=fine)
+                    info["engine"] = str(engine_from_qdq(info["path"], imgsz, device))
             else:
                 info = quantize_openvino(fp32[rt], out / f"{tag}_openvino_model", arrays, keep=r)
             variants.append({"runtime": rt, "precision": "int8", "keep": r, **info})
@@ -149,7 +162,7 @@ def _run(args: dict[str, Any], extra: dict[str, Any]) -> int:
     result = run_int8(args["model"], args["data"], imgsz=args["imgsz"], runtimes=runtimes,
                       keep=tuple(split_list(args["keep"], "keep")), sensitivity=args["sensitivity"],
                       calib=args["calib"], calib_split=args["calib_split"], seed=args["seed"], split=args["split"],
-                      evaluate=args["eval"], out=out)
+                      evaluate=args["eval"], engine=args["engine"], device=args["device"], out=out)
     if args["eval"]:
         print(markdown(result))
     path = Path(args["json"] or out / "int8.json")
@@ -171,6 +184,8 @@ COMMAND = Command(
         "seed": Option(0, "which calibration images when calib < the split's size"),
         "split": Option("val", "split evaluated"),
         "eval": Option(True, "validate and score every file (False: only write them)"),
+        "engine": Option(False, "also build a TensorRT engine from each QDQ file (explicit quantisation; GPU)"),
+        "device": Option("0", "CUDA device of engine=True"),
         "out": Option("", "output folder (default runs/fine_int8/<model stem>)"),
         "json": Option("", "result JSON (default out/int8.json)"),
     },
