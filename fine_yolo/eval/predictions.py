@@ -52,7 +52,7 @@ def val_predictions(
     if fixed:
         raise PredictionsError(f"val argument(s) {', '.join(fixed)}: set by the error analysis itself")
     weights = Path(weights)
-    if not weights.is_file():
+    if not weights.exists():  # a file, or an export folder (``*_openvino_model``)
         raise PredictionsError(f"model {weights}: no such file")
     save_dir = Path(project).resolve() / name
     (save_dir / "predictions.json").unlink(missing_ok=True)
