@@ -49,18 +49,12 @@ def _export(model: str, fmt: str, imgsz: int, out: Path) -> Path:
     return dest
 
 
-def _xml_or_file(path: Path) -> Path:
-    from fine_yolo.export.openvino import openvino_xml
-
-    return openvino_xml(path) if path.is_dir() else path
-
-
 def evaluate_file(path: Path, data: str, imgsz: int, split: str, project: Path, name: str) -> dict[str, Any]:
     """pycocotools AP of one exported file on ``split`` (ultralytics' val predictions, conf 0.001)."""
     from fine_yolo.eval.coco import AP_KEYS, evaluate
     from fine_yolo.eval.predictions import val_predictions
 
-    val = val_predictions(_xml_or_file(path), data, split=split, imgsz=imgsz, device="cpu", project=project,
+    val = val_predictions(path, data, split=split, imgsz=imgsz, device="cpu", project=project,
                           name=name, batch=1, workers=0)
     if json.loads(Path(val["pred"]).read_text()) == []:  # nothing detected: every AP is 0 (pycocotools refuses it)
         coco = dict.fromkeys(AP_KEYS, 0.0)
