@@ -166,9 +166,11 @@ def test_heatmaps_command_end_to_end(images_dir, tmp_path):
     assert "| fine0 (layer 6 <- 9, k=1) | 3 | 0 | 0 | yes |" in proc.stdout
 
 
-def test_heatmaps_command_names_bad_input(tmp_path):
-    proc = subprocess.run([FINE_YOLO, "heatmaps", "model=yolov8n-fine.yaml", f"source={tmp_path / 'nope'}"],
-                          env=offline_env(), capture_output=True, text=True, timeout=120)
-    assert proc.returncode == 1 and f"source={tmp_path / 'nope'}: no such file or directory" in proc.stderr
-    proc = subprocess.run([FINE_YOLO, "heatmaps", "help"], env=offline_env(), capture_output=True, text=True)
-    assert proc.returncode == 0 and "reduce" in proc.stdout and "baseline" in proc.stdout
+def test_heatmaps_command_names_bad_input(tmp_path, capsys):
+    from fine_yolo.cli import run_subcommand
+
+    missing = tmp_path / "nope"
+    assert run_subcommand("heatmaps", ["model=yolov8n-fine.yaml", f"source={missing}"]) == 1
+    assert f"fine-yolo heatmaps: source={missing}: no such file or directory" in capsys.readouterr().err
+    assert run_subcommand("heatmaps", ["model=yolov8n-fine.yaml", "source=x", "reduce=max"]) == 2
+    assert "reduce=max" in capsys.readouterr().err

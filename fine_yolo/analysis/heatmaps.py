@@ -93,7 +93,16 @@ def _title(col: str, m: np.ndarray, lo: float, hi: float, how: str, exact: dict[
     if hi <= lo:
         return f"{name}\nconstant {lo:.3g}, {size}"
     stat = "mean|x|" if how == "mean" else "L2"
-    return f"{name}\n{size}, {stat} {lo:.2g}..{hi:.2g}"
+    return f"{name}\n{size}, {stat} {_span(lo, hi)}"
+
+
+def _span(lo: float, hi: float) -> str:
+    """``lo..hi`` with as few significant digits (2 to 6) as tell them apart: a narrow M reads 0.00917..0.00923."""
+    for digits in range(2, 7):
+        a, b = f"{lo:.{digits}g}", f"{hi:.{digits}g}"
+        if a != b:
+            return f"{a}..{b}"
+    return f"{a}..{b}"
 
 
 def render_grid(image_bgr: np.ndarray, rows: list[dict[str, Any]], path: Path, how: str, suptitle: str) -> None:
