@@ -281,7 +281,8 @@ def capture(net: nn.Module, x: torch.Tensor, blocks: list[Block] | None = None, 
             raise AnalysisInputError(f"{b.name} did not run in the forward pass")
         with torch.no_grad():
             f_high = b.module.proj_high(s["high"])
-        rk = b.module.r * b.module.k
+        # the gain's upsampling factor: r*k for AATS; variants that sample no tokens say token_stride = 1
+        rk = getattr(b.module, "token_stride", b.module.r * b.module.k)
         out.append(BlockMaps(s["low"], s["high"], f_high, s["gain"], modulation(s["gain"], rk, s["low"].shape[-2:]),
                              s["aligned"]))
     return out
