@@ -194,17 +194,18 @@ def test_engine_from_qdq_stops_with_one_sentence_without_a_gpu(exported):
 
 
 def test_int8_command_scores_fp32_and_int8_with_pycocotools(tmp_path, exported, data_yaml):
-    """``fine-yolo int8``'s pipeline on ONNX Runtime: export, QDQ with FINE kept, val + pycocotools, table."""
+    """``fine-yolo int8``'s pipeline: export, INT8 with FINE kept (both runtimes), val + pycocotools, table."""
     from fine_yolo.export.int8_eval import markdown, run_int8
 
     pt = exported["onnx"].with_suffix(".pt")
-    result = run_int8(str(pt), str(data_yaml), imgsz=IMGSZ, runtimes=("onnx",), keep=("fine",), calib=2,
-                      out=tmp_path / "out")
-    variants = {(v["precision"], v["keep"]): v for v in result["variants"]}
-    assert set(variants) == {("fp32", None), ("int8", "fine")} and result["args"]["calib"] == 2
+    result = run_int8(str(pt), str(data_yaml), imgsz=IMGSZ, keep=("fine",), calib=2, out=tmp_path / "out")
+    variants = {(v["runtime"], v["precision"], v["keep"]): v for v in result["variants"]}
+    assert set(variants) == {(rt, p, k) for rt in ("onnx", "openvino") for p, k in (("fp32", None), ("int8", "fine"))}
+    assert result["args"]["calib"] == 2
     for v in variants.values():
         ap = v["metrics"]["coco"]["AP50:95"]
         assert 0.0 <= ap <= 1.0
     assert Path(result["trt_layer_precisions"]).read_text().count(":fp16") == sum(result["fine_groups"].values())
     table = markdown(result)
     assert "| ONNX Runtime | FP32 |" in table and "INT8, keep=fine" in table and "calibrated on 2 train" in table
+    assert "| OpenVINO | FP32 IR (run at the plugin's default precision) |" in table
