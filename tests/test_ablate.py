@@ -165,7 +165,7 @@ def test_cost_tables_end_to_end_through_the_console_script(tmp_path):
     v, base = doc["variants"], doc["baseline"]
     for row in v.values():
         assert {"params", "gflops", "d_params", "d_gflops", "fine_gflops", "fine_peak_mb", "latency_ms",
-                "speed_ratio", "stage_args", "blocks"} <= set(row)
+                "speed_ratio", "speed_ratio_ci95", "stage_args", "blocks"} <= set(row)
         # the model's extra GFLOPs are its FINE blocks' (block-level and model-level counts agree)
         assert row["d_gflops"] == pytest.approx(row["fine_gflops"], rel=0.02)
         assert row["speed_ratio"] == pytest.approx(base["latency_ms"] / row["latency_ms"])

@@ -305,14 +305,22 @@ def cost_rows(model: str, baseline: str, variants: list[Variant], stages: list[S
         sources.update({name: rows[name]["source"] for name in first.values()})
         samples = measure_latency(sources, imgsz, iters)
         base["latency_ms"] = statistics.median(samples["baseline"])
+        base["latency_samples_ms"] = samples["baseline"]
         for v in variants:
             name = first.get(v.key(stages))
             if name is not None:
-                med = statistics.median(samples[name])
-                rows[v.name].update(latency_ms=med, speed_ratio=base["latency_ms"] / med,
-                                    latency_samples_ms=samples[name])
-        base["latency_samples_ms"] = samples["baseline"]
+                rows[v.name].update(latency_ms=statistics.median(samples[name]), latency_samples_ms=samples[name])
+                rows[v.name].update(speed_ratio_of(base, rows[v.name]))
     return {"baseline": {"model": baseline, **base}, "variants": rows}
+
+
+def speed_ratio_of(base: dict[str, Any], row: dict[str, Any]) -> dict[str, Any]:
+    """``speed_ratio`` (median baseline / median variant latency) and its 95% bootstrap interval over the interleaved
+    rounds (``fine_yolo.bench.stats.speed_ratio``: samples of one round resampled together)."""
+    from fine_yolo.bench.stats import speed_ratio
+
+    r = speed_ratio(base["latency_samples_ms"], row["latency_samples_ms"])
+    return {"speed_ratio": r.of_medians, "speed_ratio_ci95": list(r.ci95)}
 
 
 # ----------------------------------------------------------------------------------------------------- accuracy
@@ -403,6 +411,13 @@ def _ap_cells(summary: dict[str, Any] | None) -> list[Any]:
     return [num(mean, ".1f"), diff, interval]
 
 
+def _ratio_cell(c: dict[str, Any]) -> str | None:
+    if c.get("speed_ratio") is None:
+        return None
+    ci = c.get("speed_ratio_ci95")
+    return f"{c['speed_ratio']:.3f}" + (f" [{ci[0]:.2f}, {ci[1]:.2f}]" if ci else "")
+
+
 def _paper_cells(v: Variant) -> list[Any]:
     from fine_yolo import paper
 
@@ -444,7 +459,7 @@ def table_markdown(table: str, variants: list[Variant], cost: dict[str, Any], st
     base = cost["baseline"]
     first = {"3": "attention", "5": "r, k", "4": "d (heads per stage)", "6": "Down()"}[table]
     header = [first, "params", "Δparams", "GFLOPs", "ΔGFLOPs", "FINE GFLOPs", "FINE peak act. (MB)", "latency (ms)",
-              "baseline/variant"]
+              "baseline/variant [95% CI]"]
     if table == "3":
         header.insert(1, "complexity (paper)")
     if accuracy:
@@ -468,7 +483,7 @@ def table_markdown(table: str, variants: list[Variant], cost: dict[str, Any], st
         else:
             row = [label, millions(c["params"]), f"{c['d_params'] / 1e3:+.1f}K", f"{c['gflops']:.2f}",
                    signed(c["d_gflops"], ".3f"), f"{c['fine_gflops']:.3f}", f"{c['fine_peak_mb']:.2f}",
-                   num(c.get("latency_ms"), ".1f"), num(c.get("speed_ratio"), ".3f")]
+                   num(c.get("latency_ms"), ".1f"), _ratio_cell(c)]
         if table == "3":
             row.insert(1, COMPLEXITY[v.attention])
         if accuracy:
@@ -485,8 +500,10 @@ def markdown(tables: list[str], variants: list[Variant], cost: dict[str, Any], s
              "with attention (FlopCounterMode, math attention); FINE peak act. = peak bytes of tensors the FINE "
              "blocks create (unfused attention, inputs and weights excluded; the largest block); latency = "
              f"PyTorch eager, CPU, {settings['threads']} threads, median of {settings['iters']} interleaved runs, "
-             f"on {settings['cpu']}. Paper: Table 3 on RT-DETR R18 (FPS on an RTX-class GPU; Mem in MB), Fig. 5 / "
-             "Tables 4 and 6 on Faster R-CNN R50 (AP on COCO val2017): compare directions, not absolute values.", ""]
+             f"on {settings['cpu']}; baseline/variant = ratio of medians with its 95% bootstrap interval over the "
+             "interleaved rounds (an interval containing 1 is no measurable difference in speed). Paper: Table 3 on "
+             "RT-DETR R18 (its FPS, baseline 80; Mem in MB), Fig. 5 / Tables 4 and 6 on Faster R-CNN R50 (AP on COCO "
+             "val2017): compare directions, not absolute values.", ""]
     if accuracy:
         seeds = next(iter(accuracy.values()))["AP50:95"]["baseline"]
         lines += [f"AP50:95: pycocotools on {settings['data']} ({settings['split']}), mean over {len(seeds)} seed(s);"
@@ -507,9 +524,13 @@ def plot(tables: list[str], variants: list[Variant], cost: dict[str, Any], path:
     import matplotlib.pyplot as plt
     from matplotlib.ticker import MaxNLocator
 
-    fig, axes = plt.subplots(1, len(tables), figsize=(4.6 * len(tables), 4.2), squeeze=False)
+    cols = min(len(tables), 2)
+    nrows = math.ceil(len(tables) / cols)
+    fig, axes = plt.subplots(nrows, cols, figsize=(6.0 * cols, 4.4 * nrows), squeeze=False)
+    for ax in axes.flat[len(tables):]:
+        ax.set_visible(False)
     base = cost["baseline"]
-    for ax, t in zip(axes[0], tables):
+    for ax, t in zip(axes.flat, tables):
         xs, ys, errs, labels = [], [], [], []
         for v in (v for v in variants if v.table == t):
             c = cost["variants"][v.name]
@@ -525,10 +546,14 @@ def plot(tables: list[str], variants: list[Variant], cost: dict[str, Any], path:
                 y, err = c.get("latency_ms"), 0.0
             if y is None:
                 continue
-            xs.append(c["d_gflops"])
+            xs.append(v.head_dim if t == "4" else c["d_gflops"])  # Table 4: same FLOPs at every d
             ys.append(y)
             errs.append(err)
             labels.append(v.label.replace(" (shipped)", "*"))
+        if xs and accuracy and max(ys) - min(ys) < 1.0:  # AP values within a point: show +-1 point, no offset
+            mid = (max(ys) + min(ys)) / 2
+            ax.set_ylim(mid - 1.0 - max(errs), mid + 1.0 + max(errs))
+        ax.ticklabel_format(axis="y", useOffset=False)
         if xs:
             ax.errorbar(xs, ys, yerr=errs if any(errs) else None, fmt="o", color="#DD8452", ecolor="#999999",
                         capsize=3)
@@ -542,11 +567,15 @@ def plot(tables: list[str], variants: list[Variant], cost: dict[str, Any], path:
         elif base.get("latency_ms") is not None:
             ax.axhline(base["latency_ms"], color="#4C72B0", lw=1, ls="--", label="baseline")
             ax.set_ylabel("latency (ms, CPU eager, median)")
-        if xs and max(xs) > 20 * max(min(x for x in xs if x > 0) if any(x > 0 for x in xs) else 1, 1e-9):
-            ax.set_xscale("symlog", linthresh=max(min((x for x in xs if x > 0), default=1.0), 1e-3))
-        if ax.get_xscale() == "linear":
-            ax.xaxis.set_major_locator(MaxNLocator(nbins=5))
-        ax.set_xlabel("ΔGFLOPs over the baseline")
+        if t == "4":
+            ax.set_xscale("log", base=2)
+            ax.set_xlabel("per-head dim d (capped at each stage's C)")
+        else:
+            if xs and max(xs) > 20 * max(min(x for x in xs if x > 0) if any(x > 0 for x in xs) else 1, 1e-9):
+                ax.set_xscale("symlog", linthresh=max(min((x for x in xs if x > 0), default=1.0), 1e-3))
+            else:
+                ax.xaxis.set_major_locator(MaxNLocator(nbins=5))
+            ax.set_xlabel("ΔGFLOPs over the baseline")
         ax.set_title(TABLE_TITLES[t], fontsize=10)
         ax.grid(alpha=0.3)
         ax.legend(fontsize=8, loc="best")
@@ -617,6 +646,7 @@ def _run(args: dict[str, Any], extra: dict[str, Any]) -> int:
     elif args["dry_run"]:
         raise UsageError("dry_run=True prints the training commands of the accuracy part: give data=")
 
+    settings["threads"] = torch.get_num_threads()  # what the latency runs get (ultralytics' import may change it)
     cost = cost_rows(model, baseline, variants, stages, paths, imgsz, int(args["iters"]))
     if plan is not None:
         accuracy = run_accuracy(plan, arms, args)
