@@ -29,6 +29,7 @@ measurable difference. The longer fine-synth study is ``docs/fine_synth_study.md
 from __future__ import annotations
 
 import json
+import shlex
 from pathlib import Path
 from typing import Any
 
@@ -110,7 +111,7 @@ def run(args: dict[str, Any], extra: dict[str, Any]) -> int:
                    f"-epoch {Path(baseline).stem}, {args['epochs']} more epochs"]
     else:
         tokens.append(f"title={Path(str(args['model'])).stem} vs {Path(baseline).stem} from scratch")
-    print(f"fine-yolo demo: 2/3 fine-yolo compare {' '.join(tokens)}")
+    print(f"fine-yolo demo: 2/3 {shlex.join(['fine-yolo', 'compare', *tokens])}")  # a line a shell can rerun
     COMPARE.run(*COMPARE.parse(tokens + [f"{k}={v}" for k, v in extra.items()]))
     if args["onnx"]:
         print("fine-yolo demo: 3/3 ONNX export of the seed-0 pair, validated with ONNX Runtime")

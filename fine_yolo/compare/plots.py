@@ -9,6 +9,7 @@
 
 from __future__ import annotations
 
+import textwrap
 from collections.abc import Sequence
 from pathlib import Path
 
@@ -24,6 +25,11 @@ def _pyplot():
     import matplotlib.pyplot as plt
 
     return plt
+
+
+def _wrapped(title: str, width: int) -> str:
+    """``title`` broken into lines of at most ``width`` characters, so a long title is never cut at the figure edge."""
+    return "\n".join(textwrap.wrap(title, width)) or title
 
 
 def _mean_curve(curves: Sequence[Sequence[float]]) -> np.ndarray:
@@ -46,7 +52,7 @@ def plot_curves(curves: dict[str, dict[int, Sequence[float]]], labels: dict[str,
                     label=f"{labels.get(arm, arm)} (mean of {len(per_seed)} seeds; thin: each seed)")
     ax.set_xlabel("epoch")
     ax.set_ylabel("val mAP50-95")
-    ax.set_title(title)
+    ax.set_title(_wrapped(title, 80), fontsize=10)
     ax.grid(alpha=0.3)
     ax.legend(loc="lower right", fontsize=8)
     fig.tight_layout()
@@ -86,7 +92,7 @@ def plot_differences(summary: dict, groups: Sequence[tuple[str, Sequence[str]]],
         ax.grid(axis="y", alpha=0.3)
         if shown:
             ax.legend(fontsize=7, loc="best")
-    fig.suptitle(title, fontsize=10)
+    fig.suptitle(_wrapped(title, int(11 * (4.2 * len(groups) + 1))), fontsize=10)
     fig.tight_layout()
     path.parent.mkdir(parents=True, exist_ok=True)
     fig.savefig(path)
