@@ -62,7 +62,9 @@ def _windows(x: torch.Tensor, heads: int, win_h: int, win_w: int) -> torch.Tenso
     b, c, h, w = x.shape
     nh, nw, d = h // win_h, w // win_w, c // heads
     x = x.view(b, heads, d, nh, win_h, nw, win_w).permute(0, 3, 5, 1, 4, 6, 2)
-    return x.reshape(b, nh * nw, heads, win_h * win_w, d)
+    # contiguous: with one window per row (area attention) reshape returns a view whose head dim is strided, and
+    # torch's fused attention kernels need the head dim at stride 1 (else SDPA runs its ~10x slower math path)
+    return x.reshape(b, nh * nw, heads, win_h * win_w, d).contiguous()
 
 
 def local_attention(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, heads: int, win_h: int, win_w: int,
