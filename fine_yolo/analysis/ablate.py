@@ -517,7 +517,8 @@ def markdown(tables: list[str], variants: list[Variant], cost: dict[str, Any], s
 def plot(tables: list[str], variants: list[Variant], cost: dict[str, Any], path: Path,
          accuracy: dict[str, Any] | None = None) -> Path:
     """One panel per table: AP50:95 (with the 95% interval of the difference around the baseline, when there is
-    data) or latency, against the variant's extra GFLOPs over the baseline; each point labelled."""
+    data) or latency (with the bootstrap interval of the speed ratio), against the variant's extra GFLOPs over the
+    baseline (Table 4: against d, the FLOPs being equal); each point labelled."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -542,23 +543,25 @@ def plot(tables: list[str], variants: list[Variant], cost: dict[str, Any], path:
                 p = e["paired"]
                 y = None if p is None else base_mean + 100 * p["mean"]
                 err = 0.0 if p is None or p["low"] is None else 100 * (p["high"] - p["mean"])
-            else:
-                y, err = c.get("latency_ms"), 0.0
+            else:  # the bootstrap interval of baseline/variant, as a latency range around the median
+                y, ci = c.get("latency_ms"), c.get("speed_ratio_ci95")
+                err = (y - base["latency_ms"] / ci[1], base["latency_ms"] / ci[0] - y) if ci and y else 0.0
             if y is None:
                 continue
             xs.append(v.head_dim if t == "4" else c["d_gflops"])  # Table 4: same FLOPs at every d
             ys.append(y)
-            errs.append(err)
+            errs.append(err if isinstance(err, tuple) else (err, err))
             labels.append(v.label.replace(" (shipped)", "*"))
+        spread = max((max(e) for e in errs), default=0.0)
         if xs and accuracy and max(ys) - min(ys) < 1.0:  # AP values within a point: show +-1 point, no offset
             mid = (max(ys) + min(ys)) / 2
-            ax.set_ylim(mid - 1.0 - max(errs), mid + 1.0 + max(errs))
+            ax.set_ylim(mid - 1.0 - spread, mid + 1.0 + spread)
         ax.ticklabel_format(axis="y", useOffset=False)
         if xs:
-            ax.errorbar(xs, ys, yerr=errs if any(errs) else None, fmt="o", color="#DD8452", ecolor="#999999",
-                        capsize=3)
-            for x, y, lab in zip(xs, ys, labels):
-                ax.annotate(lab, (x, y), textcoords="offset points", xytext=(5, 4), fontsize=8)
+            yerr = [[e[0] for e in errs], [e[1] for e in errs]] if spread else None
+            ax.errorbar(xs, ys, yerr=yerr, fmt="o", color="#DD8452", ecolor="#999999", capsize=3)
+            for i, (x, y, lab) in enumerate(zip(xs, ys, labels)):  # alternate above/below: neighbours overlap less
+                ax.annotate(lab, (x, y), textcoords="offset points", xytext=(5, 4 if i % 2 == 0 else -11), fontsize=8)
         if accuracy:
             ax.axhline(100 * sum(next(iter(accuracy.values()))["AP50:95"]["baseline"]) /
                        len(next(iter(accuracy.values()))["AP50:95"]["baseline"]), color="#4C72B0", lw=1, ls="--",
@@ -566,7 +569,7 @@ def plot(tables: list[str], variants: list[Variant], cost: dict[str, Any], path:
             ax.set_ylabel("AP50:95 (%)")
         elif base.get("latency_ms") is not None:
             ax.axhline(base["latency_ms"], color="#4C72B0", lw=1, ls="--", label="baseline")
-            ax.set_ylabel("latency (ms, CPU eager, median)")
+            ax.set_ylabel("latency (ms, CPU eager, median, 95% CI)")
         if t == "4":
             ax.set_xscale("log", base=2)
             ax.set_xlabel("per-head dim d (capped at each stage's C)")
