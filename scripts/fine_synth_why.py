@@ -1,7 +1,7 @@
 """The "why" measurements of docs/fine_synth_study.md (issue 9 §4), on trained checkpoints of fine-synth runs.
 
-    python scripts/fine_synth_why.py rf model=BASE.pt [layers=4,15] [images=20]
-    python scripts/fine_synth_why.py activity model=FINE.pt [images=40]
+    python scripts/fine_synth_why.py rf model=BASE.pt [layers=4,15] [images=20] [root=DATASET_DIR]
+    python scripts/fine_synth_why.py activity model=FINE.pt [images=40] [root=DATASET_DIR]
     python scripts/fine_synth_why.py movement model=FINE.pt seed=S [pretrained=BASE.pt]
 
 ``rf`` — where a P3 feature looks. For up to 3 labelled objects per val image, the gradient of the L2 norm of the
@@ -31,11 +31,15 @@ import numpy as np
 from fine_yolo.args import Command, Option
 
 
-def _val_images(n: int) -> list[tuple[Path, np.ndarray]]:
+def _val_images(n: int, root: str = "") -> list[tuple[Path, np.ndarray]]:
+    """The first ``n`` val images with their labels: of the dataset at ``root``, or of the embedded fine-synth."""
     from fine_yolo.data.synthetic import default_root, generate
 
-    root = default_root()
-    generate(root)  # no-op when the embedded dataset is already there
+    if root:
+        root = Path(root)
+    else:
+        root = default_root()
+        generate(root)  # no-op when the embedded dataset is already there
     out = []
     for p in sorted((root / "images" / "val").glob("*.png"))[:n]:
         text = (root / "labels" / "val" / f"{p.stem}.txt").read_text()
@@ -52,14 +56,14 @@ def _tensor(path: Path):
     return torch.from_numpy(im).permute(2, 0, 1)[None].float() / 255
 
 
-def receptive_field(model: str, layers: list[int], images: int) -> None:
+def receptive_field(model: str, layers: list[int], images: int, root: str = "") -> None:
     """Print the gradient-mass split of P3 features at object centres (see the module docstring)."""
     from ultralytics import YOLO
 
     net = YOLO(model).model.float().eval()
     mods = dict(net.model.named_children())
     acc: dict[int, list[tuple[np.ndarray, np.ndarray]]] = {layer: [] for layer in layers}
-    for path, rows in _val_images(images):
+    for path, rows in _val_images(images, root):
         x0 = _tensor(path)
         size = x0.shape[-1]
         yy, xx = np.mgrid[0:size, 0:size] + 0.5
@@ -95,7 +99,7 @@ def receptive_field(model: str, layers: list[int], images: int) -> None:
               f"non-zero extent {np.median(extent):.0f} px")
 
 
-def activity(model: str, images: int) -> None:
+def activity(model: str, images: int, root: str = "") -> None:
     """Print, per FINE block, how large and how place-dependent its modulation is (see the module docstring)."""
     import torch
     import torch.nn.functional as F
@@ -140,7 +144,7 @@ def activity(model: str, images: int) -> None:
     for name, m in blocks.items():
         m.register_forward_hook(hook(name))
     with torch.no_grad():
-        for path, _ in _val_images(images):
+        for path, _ in _val_images(images, root):
             net(_tensor(path))
     for name, m in blocks.items():
         b = m.out.bias.detach()
@@ -192,6 +196,7 @@ COMMAND = Command(
         "model": Option("", "checkpoint to analyse", required=True),
         "layers": Option("4,15", "rf: layer indices whose outputs are probed"),
         "images": Option(20, "val images used"),
+        "root": Option("", "dataset folder whose val images are used (default: the embedded fine-synth)"),
         "seed": Option(0, "movement: the run's seed"),
         "pretrained": Option("", "movement: the run's pretrained= checkpoint"),
     },
@@ -207,9 +212,9 @@ def main(argv: list[str]) -> int:
         return 0 if argv and COMMAND.wants_help(argv) else 2
     args, _ = COMMAND.parse(argv[1:])
     if argv[0] == "rf":
-        receptive_field(args["model"], [int(v) for v in str(args["layers"]).split(",")], args["images"])
+        receptive_field(args["model"], [int(v) for v in str(args["layers"]).split(",")], args["images"], args["root"])
     elif argv[0] == "activity":
-        activity(args["model"], args["images"])
+        activity(args["model"], args["images"], args["root"])
     else:
         movement(args["model"], args["seed"], args["pretrained"])
     return 0
