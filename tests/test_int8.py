@@ -12,7 +12,7 @@ import onnxruntime as ort
 import pytest
 import torch
 
-from fine_yolo.data.synthetic import CLASS_NAMES, generate
+from fine_yolo.data.synthetic import generate, write_data_yaml
 from fine_yolo.errors import UsageError
 from fine_yolo.export import int8
 from fine_yolo.nn import FINE
@@ -22,12 +22,9 @@ IMGSZ = 64
 
 @pytest.fixture(scope="module")
 def data_yaml(tmp_path_factory) -> Path:
-    root = tmp_path_factory.mktemp("int8data")
-    generate(root / "data", seed=0, n_train=4, n_val=2, imgsz=128, verbose=False)
-    names = "\n".join(f"  {i}: {n}" for i, n in enumerate(CLASS_NAMES))
-    path = root / "synth.yaml"
-    path.write_text(f"path: {root / 'data'}\ntrain: images/train\nval: images/val\nnames:\n{names}\n")
-    return path
+    root = tmp_path_factory.mktemp("int8data") / "data"
+    generate(root, seed=0, n_train=4, n_val=2, imgsz=128, verbose=False)
+    return write_data_yaml(root, "detect")
 
 
 @pytest.fixture(scope="module")

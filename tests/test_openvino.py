@@ -17,7 +17,7 @@ pytest.importorskip("openvino", reason="OpenVINO tests need openvino (pip instal
 
 from conftest import offline_env  # noqa: E402
 
-from fine_yolo.data.synthetic import CLASS_NAMES, generate  # noqa: E402
+from fine_yolo.data.synthetic import generate, write_data_yaml  # noqa: E402
 from fine_yolo.export.int8 import fine_nodes  # noqa: E402
 from fine_yolo.export.openvino import (  # noqa: E402
     compile_config,
@@ -100,12 +100,9 @@ def test_compile_config_and_bad_precision():
 
 @pytest.fixture(scope="module")
 def data_yaml(tmp_path_factory) -> Path:
-    root = tmp_path_factory.mktemp("ovdata")
-    generate(root / "data", seed=0, n_train=4, n_val=2, imgsz=128, verbose=False)
-    names = "\n".join(f"  {i}: {n}" for i, n in enumerate(CLASS_NAMES))
-    path = root / "synth.yaml"
-    path.write_text(f"path: {root / 'data'}\ntrain: images/train\nval: images/val\nnames:\n{names}\n")
-    return path
+    root = tmp_path_factory.mktemp("ovdata") / "data"
+    generate(root, seed=0, n_train=4, n_val=2, imgsz=128, verbose=False)
+    return write_data_yaml(root, "detect")
 
 
 def test_plain_yolo_export_openvino_int8_runs_offline_and_bench_times_it(tmp_path, data_yaml):
