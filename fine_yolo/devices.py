@@ -1,8 +1,33 @@
-"""The one reader of ultralytics-style device strings (``cpu``, ``0``, ``cuda:1``, ``0,1``, ``dla:0``). No torch."""
+"""The one reader of ultralytics-style device strings (``cpu``, ``0``, ``cuda:1``, ``0,1``, ``dla:0``), and the one
+setter of torch's CPU thread count (every command's ``threads=`` key). torch is imported only by the thread setters."""
 
 from __future__ import annotations
 
+from collections.abc import Iterator
+from contextlib import contextmanager
+
 from fine_yolo.errors import UsageError
+
+
+def set_torch_threads(threads: int) -> int:
+    """Set torch's intra-op CPU threads (0: keep the current count); return the count in use."""
+    import torch
+
+    if int(threads):
+        torch.set_num_threads(int(threads))
+    return torch.get_num_threads()
+
+
+@contextmanager
+def torch_threads(threads: int) -> Iterator[int]:
+    """:func:`set_torch_threads` for the ``with`` block only; yields the count in use, restores the previous one."""
+    import torch
+
+    before = torch.get_num_threads()
+    try:
+        yield set_torch_threads(threads)
+    finally:
+        torch.set_num_threads(before)
 
 
 class DeviceError(UsageError):

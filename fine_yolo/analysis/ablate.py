@@ -52,6 +52,7 @@ from pathlib import Path
 from typing import Any
 
 from fine_yolo.args import Command, Option, split_list
+from fine_yolo.devices import set_torch_threads
 from fine_yolo.errors import FineYoloError, UsageError
 from fine_yolo.tables import markdown_table, millions, num, signed
 
@@ -607,8 +608,7 @@ def _run(args: dict[str, Any], extra: dict[str, Any]) -> int:
 
     if extra and not args["data"]:
         raise UsageError(f"unknown argument(s) {', '.join(extra)}: `yolo train` keys pass through only with data=")
-    if args["threads"]:
-        torch.set_num_threads(int(args["threads"]))
+    set_torch_threads(args["threads"])
     model = _local(str(args["model"]))
     tables = parse_tables(str(args["table"]))
     variants = select(tables, str(args["variants"]))

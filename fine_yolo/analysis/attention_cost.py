@@ -31,6 +31,7 @@ from typing import Any, Callable
 import torch
 
 from fine_yolo.args import Command, Option
+from fine_yolo.devices import set_torch_threads
 from fine_yolo.paper import TABLE3, TABLE3_BASE_FPS
 from fine_yolo.tables import markdown_table, num
 
@@ -216,8 +217,7 @@ def table(rows: list[dict[str, Any]]) -> str:
 
 
 def _run(args: dict, extra: dict) -> int:
-    if args["threads"]:
-        torch.set_num_threads(int(args["threads"]))
+    set_torch_threads(args["threads"])
     rows = [compare_stage(s, iters=int(args["iters"])) for s in model_stages(str(args["model"]), int(args["imgsz"]))]
     print(table(rows))
     if args["json"]:

@@ -48,6 +48,7 @@ from fine_yolo.analysis.block_maps import (
     to_tensor,
 )
 from fine_yolo.args import Command, Option, split_list
+from fine_yolo.devices import set_torch_threads
 from fine_yolo.errors import UsageError
 from fine_yolo.paper import ERF_RATIO_RESNET50
 from fine_yolo.tables import markdown_table
@@ -347,8 +348,7 @@ def parse_anchor(value: str) -> tuple[float, float]:
 
 
 def _run(args: dict, extra: dict) -> int:
-    if args["threads"]:
-        torch.set_num_threads(int(args["threads"]))
+    set_torch_threads(args["threads"])
     anchor = parse_anchor(str(args["anchor"]))
     rs = tuple(split_list(str(args["r"]), "r", int))
     if any(r < 1 for r in rs):

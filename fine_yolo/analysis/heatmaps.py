@@ -51,6 +51,7 @@ from fine_yolo.analysis.block_maps import (
     to_tensor,
 )
 from fine_yolo.args import Command, Option
+from fine_yolo.devices import set_torch_threads
 from fine_yolo.tables import markdown_table
 
 REDUCTIONS = ("mean", "l2")
@@ -272,8 +273,7 @@ def summary(record: dict[str, Any]) -> str:
 
 
 def _run(args: dict, extra: dict) -> int:
-    if args["threads"]:
-        torch.set_num_threads(int(args["threads"]))
+    set_torch_threads(args["threads"])
     record = heatmaps(str(args["model"]), str(args["source"]), str(args["baseline"]), int(args["imgsz"]),
                       str(args["out"]), str(args["reduce"]), int(args["batch"]), int(args["images"]),
                       bool(args["cam"]))

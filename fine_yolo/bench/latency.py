@@ -30,8 +30,6 @@ from __future__ import annotations
 
 import sys
 import time
-from collections.abc import Iterator
-from contextlib import contextmanager
 from pathlib import Path
 from typing import Any
 
@@ -39,7 +37,7 @@ from fine_yolo.args import Command, Option
 from fine_yolo.bench.backends import FORMATS, PREPARE
 from fine_yolo.bench.env import environment, steady_malloc, warnings_for
 from fine_yolo.bench.stats import interleave, speed_ratio, summarize
-from fine_yolo.devices import is_cuda
+from fine_yolo.devices import is_cuda, torch_threads
 from fine_yolo.errors import UsageError
 from fine_yolo.export.preflight import ENGINE_ALIASES
 
@@ -66,19 +64,6 @@ def default_baseline(model: str) -> str:
     from fine_yolo.models import baseline_name
 
     return str(Path(model).with_name(baseline_name(model)))
-
-
-@contextmanager
-def _torch_threads(threads: int) -> Iterator[int]:
-    """Set torch's intra-op threads (0: keep the current count) for the block; yield the count in use."""
-    import torch
-
-    before = torch.get_num_threads()
-    torch.set_num_threads(int(threads) or before)
-    try:
-        yield torch.get_num_threads()
-    finally:
-        torch.set_num_threads(before)
 
 
 def run_bench(model: str, baseline: str = "", imgsz: int = 640, format: str = "torch", device: str = "cpu",
@@ -117,7 +102,7 @@ def run_bench(model: str, baseline: str = "", imgsz: int = 640, format: str = "t
     env["malloc"] = (steady_malloc() if malloc == "steady" else None) or "default"  # what the process really has
     kw = {"imgsz": imgsz, "device": device, "half": half, "int8": int8, "data": data, "workspace": workspace,
           "cuda_graph": cuda_graph, "precision": precision, "out_dir": out, "e2e": e2e}
-    with _torch_threads(threads) as threads:  # one setting for both models (and ONNX Runtime's intra-op pool)
+    with torch_threads(threads) as threads:  # one setting for both models (and ONNX Runtime's intra-op pool)
         t_prep = time.perf_counter()
         _log(f"preparing {baseline} and {model} for format={fmt} on device={device} ...")
         prepared = {"baseline": PREPARE[fmt](baseline, threads=threads, **kw),
