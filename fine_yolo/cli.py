@@ -48,6 +48,9 @@ def _offline_defaults() -> None:
     # FINE's own subcommands never download: ultralytics would fetch fonts/assets and pip-install missing packages.
     os.environ.setdefault("YOLO_OFFLINE", "1")
     os.environ.setdefault("YOLO_AUTOINSTALL", "False")
+    # NNCF (`fine-yolo int8`, OpenVINO int8 export) reports usage unless this, its own switch, is set; it changes
+    # nothing else in NNCF. OpenVINO's model converter has no such switch (README, "Offline use").
+    os.environ.setdefault("NNCF_CI", "1")
 
 
 def run_subcommand(name: str, argv: list[str]) -> int:
