@@ -98,8 +98,9 @@ STR_ARGS = ("attention", "pool")
 def _row_kwargs(args: Any) -> dict[str, Any]:
     """A FINE row's args as FINE keyword arguments: ``[k, r, head_dim, attention, pool]`` positionally (each
     optional), optionally ending in a mapping of the remaining ones (``[2, {pool: max}]``). ValueError names what is
-    wrong. k, r and head_dim are checked here because the build uses r before FINE exists; attention and pool are
-    FINE's to judge (its ValueError, naming the allowed values, reaches the user with the row)."""
+    wrong; the values themselves are FINE's to judge (it names the allowed attention and pool values)."""
+    from fine_yolo.nn.fine import ATTENTIONS, POOLS
+
     names = INT_ARGS + STR_ARGS
     form = ("FINE args are [k, r, head_dim] followed by attention and pool (each optional; a last {key: value} "
             f"mapping may give any of them by name), got {args!r}")
@@ -120,6 +121,9 @@ def _row_kwargs(args: Any) -> dict[str, Any]:
         v = kwargs.get(key)
         if key in kwargs and not (isinstance(v, int) and not isinstance(v, bool) and v >= 1):
             raise ValueError(f"FINE args k, r, head_dim must be positive integers, got {key}={v!r} in {args!r}")
+    for key, allowed in zip(STR_ARGS, (ATTENTIONS, POOLS)):
+        if key in kwargs and kwargs[key] not in allowed:
+            raise ValueError(f"FINE {key}={kwargs[key]!r} is not one of {', '.join(allowed)}; {form}")
     return kwargs
 
 
