@@ -115,9 +115,27 @@ def test_onnx_qdq_quantises_fine_unless_kept(tmp_path, exported, calib):
     assert _fed_by_dq(q_fine, others) == _fed_by_dq(q_none, others) == others
 
 
-def _fed_by_fq(model, op_names: set[str]) -> set[str]:
-    return {op.get_friendly_name() for op in model.get_ordered_ops() if op.get_friendly_name() in op_names
-            and any(i.get_source_output().get_node().get_type_name() == "FakeQuantize" for i in op.inputs())}
+_SHAPE_ONLY = {"Reshape", "Transpose", "Squeeze", "Unsqueeze"}
+
+
+def _reads_fq(op) -> list[bool]:
+    """For each input of ``op``: whether it reads a FakeQuantize, directly or through shape-only ops (NNCF places
+    the quantiser of a tensor before the Reshape/Transpose that feeds it to a MatMul)."""
+    found = []
+    for i in op.inputs():
+        node = i.get_source_output().get_node()
+        while node.get_type_name() in _SHAPE_ONLY:
+            node = node.input(0).get_source_output().get_node()
+        found.append(node.get_type_name() == "FakeQuantize")
+    return found
+
+
+def _int8_weights(op) -> bool:
+    """Whether the weight input (1) of a MatMul/Convolution is an INT8 constant dequantised on the fly."""
+    node = op.input(1).get_source_output().get_node()
+    while node.get_type_name() in {"Multiply", "Subtract", "Convert", "Transpose"}:
+        node = node.input(0).get_source_output().get_node()
+    return node.get_type_name() == "Constant" and node.get_element_type().get_type_name() in {"i8", "u8"}
 
 
 def test_nncf_quantises_fine_unless_kept(tmp_path, exported, calib):
@@ -132,9 +150,11 @@ def test_nncf_quantises_fine_unless_kept(tmp_path, exported, calib):
     head = int8.head_ignored(fp32)
     every = {op.get_friendly_name() for op in fp32.get_ordered_ops()}
     assert head and set(head) <= every and any("Sigmoid" in n for n in head)  # the ignored scope names real nodes
-    fine_convs = {op.get_friendly_name() for op in fp32.get_ordered_ops()
-                  if int8.fine_group(op.get_friendly_name()) and op.get_type_name() == "Convolution"}
-    assert len(fine_convs) == 6
+    # the token-major form records eq. 10, Q, K/V and W_O as 4 MatMuls with constant weights per block
+    fine_linear = {op.get_friendly_name() for op in fp32.get_ordered_ops() if int8.fine_group(op.get_friendly_name())
+                   and op.get_type_name() == "MatMul" and op.input(1).get_source_output().get_node().get_type_name()
+                   == "Constant"}
+    assert len(fine_linear) == 8
     models = {}
     for keep in ("none", "fine"):
         info = int8.quantize_openvino(exported["openvino"], tmp_path / f"{keep}_openvino_model", calib, keep=keep)
@@ -142,9 +162,13 @@ def test_nncf_quantises_fine_unless_kept(tmp_path, exported, calib):
         assert (Path(info["path"]) / "metadata.yaml").is_file()
         out = ov.Core().compile_model(models[keep], "CPU")(calib[0])[0]
         assert out.shape == (1, 84, 84) and np.isfinite(out).all()
-    # NNCF's MIXED preset quantises FINE's q and kv convolutions (W_O reads the attention output, left in float)
-    assert {n for n in fine_convs if not n.endswith("Convolution_1")} <= _fed_by_fq(models["none"], fine_convs)
-    assert _fed_by_fq(models["fine"], fine_convs) == set()
+    ops = {k: {op.get_friendly_name(): op for op in m.get_ordered_ops() if op.get_friendly_name() in fine_linear}
+           for k, m in models.items()}
+    # NNCF's MIXED preset: every FINE projection (W_O included) gets INT8 weights and INT8 activations; kept in
+    # float, none of them is touched
+    assert len(ops["none"]) == len(ops["fine"]) == 8
+    assert all(_int8_weights(op) and _reads_fq(op) == [True, False] for op in ops["none"].values())
+    assert not any(_int8_weights(op) or any(_reads_fq(op)) for op in ops["fine"].values())
 
 
 def test_trt_layer_precisions_name_nodes_of_the_graph(exported):

@@ -131,8 +131,8 @@ def exec_groups(compiled: Any) -> dict[str, str]:
     """FINE group of every node of the executable graph that belongs to a FINE block.
 
     A node belongs to ``fine<N>`` when its name says so, or when every input it reads (constants aside) comes from
-    nodes of ``fine<N>``: the CPU plugin decomposes ``ScaledDotProductAttention`` into a MatMul and a Softmax with
-    generated names (``Multiply_5308``, ``Softmax_5310``) and inserts Reorders, which name matching alone misses.
+    nodes of ``fine<N>``: the CPU plugin gives nodes it creates generated names (a decomposed attention's
+    ``Multiply_5308`` and ``Softmax_5310``, inserted Reorders), which name matching alone misses.
     """
     ops = list(compiled.get_runtime_model().get_ordered_ops())  # topological: producers first
     groups: dict[str, str] = {}
@@ -148,6 +148,23 @@ def exec_groups(compiled: Any) -> dict[str, str]:
         if g is not None:
             groups[name] = g
     return groups
+
+
+def attention_nodes(compiled: Any, groups: dict[str, str] | None = None) -> dict[str, str]:
+    """The executable-graph nodes that compute a FINE block's softmax, mapped to their ``layerType``.
+
+    One ``Subgraph`` per block when the plugin fused the attention into its multi-head-attention kernel
+    (Transpose-MatMul-Softmax-MatMul-Transpose, what FINE's token-major form records); a ``Softmax`` node beside
+    separate ``MatMul`` nodes when it did not. Read from each node's ``originalLayersNames`` (the ops it absorbed);
+    ``groups`` is :func:`exec_groups`' answer when the caller has it.
+    """
+    groups = exec_groups(compiled) if groups is None else groups
+    found = {}
+    for op in compiled.get_runtime_model().get_ops():
+        name, rt = op.get_friendly_name(), op.get_rt_info()
+        if name in groups and "Softmax" in _rt_str(rt, "originalLayersNames"):
+            found[name] = _rt_str(rt, "layerType")
+    return found
 
 
 def profile(compiled: Any, x: Any, runs: int = 20) -> dict[str, Any]:

@@ -17,7 +17,7 @@ Choices where the paper is silent, or where we compute the same maths more cheap
   act on different axes, so ``AvgPool(Conv1x1(x)) == Conv1x1(AvgPool(x))`` exactly (a bias too, since the average
   of a constant is that constant). We pool first: the projection then runs on k^2 fewer pixels.
 * **W_Q, W_K, W_V, W_O are stored as 1x1 convolutions**: the same C x C matrices as eq. 5/7, applied per token of
-  the pooled maps (as convolutions in the exported graph, as GEMMs in eager mode; see "Speed" below). W_K and W_V
+  the pooled maps (as convolutions in the ONNX graph, as GEMMs elsewhere; see "Speed" below). W_K and W_V
   share one convolution with 2C outputs (one GEMM instead of two; the weights are the two C x C blocks).
 * **Biases** (eq. 5/7 have none; see "Biases" below): W_Q and W_O have one, W_K, W_V and eq. 10's projection none.
 * **The residual is folded into W_O's bias (eq. 7-9).** ``F*M + F == F*(1 + M)``, nearest upsampling commutes
@@ -55,26 +55,35 @@ convolution has (bit-identical outputs). ``load_state_dict`` of a pre-change sta
 arithmetic) instead of failing on unexpected keys. ultralytics' ``pretrained=`` transfer matches names and shapes and
 never passes keys the new model lacks, so from a pre-change checkpoint it transfers everything except that V offset.
 
-Speed (same maths, different kernels; see README "Speed"). Two code paths compute identical values up to float
-summation order, chosen by whether an exporter is recording the block: TorchScript tracing or scripting
-(``torch.jit``; ``torch.onnx.export(dynamo=False)`` and every ultralytics export that goes through it),
-``torch.onnx.export(dynamo=True)`` (``torch.onnx.is_in_onnx_export()``) and ``torch.export``
-(``torch.compiler.is_exporting()``; the dynamo ONNX exporter goes through it too). ``torch.compile`` without export
-runs the eager form. ultralytics (>= 8.3.215) exports through TorchScript; the dynamo exporters are tested with static
-shapes (with dynamic H, W inside a whole YOLO model, torch.export cannot solve the guards of the size checks below).
+Speed (same maths, different kernels; see README "Speed" and docs/deployment_cpu.md). Two forms of eq. 5-7 compute
+identical values up to float summation order, chosen by who records the block: the **ONNX form** while an ONNX
+exporter runs (``torch.onnx.is_in_onnx_export()``: ``torch.onnx.export`` with ``dynamo=False``, every ultralytics
+``format=onnx``/``engine`` export, and ``dynamo=True``), and the **token-major form** everywhere else: eager PyTorch,
+``torch.compile``, TorchScript tracing or scripting (``torch.jit``; ultralytics' ``format=openvino`` and
+``format=torchscript`` trace the model and OpenVINO's PyTorch frontend converts the trace) and ``torch.export``
+(``torch.compiler.is_exporting()``). Eager-only CPU kernels (below) are skipped by every recorder
+(:func:`_exporting`). ultralytics (>= 8.3.215) exports through TorchScript; the dynamo exporters are tested with
+static shapes (with dynamic H, W inside a whole YOLO model, torch.export cannot solve the guards of the size checks
+below).
 
-* **Exported graph** (tuned for ONNX Runtime's CPU provider and TensorRT): ``AveragePool -> Conv`` (q; eq. 10 and
+* **ONNX form** (tuned for ONNX Runtime's CPU provider and TensorRT): ``AveragePool -> Conv`` (q; eq. 10 and
   K/V folded into one conv with weight ``W_kv W_p``, exact since both are linear, one layer less at the same
   multiply-adds) -> ``MatMul/Softmax/MatMul`` -> ``Conv`` (W_O with b_O + 1) -> ``Resize`` (nearest) -> ``Mul``.
   Splitting K and V *before* transposing lets SDPA's own ``Transpose(K)`` cancel ours, so K^T is read straight from
   the kv conv's layout; folding the residual into W_O's bias removes an ``Add`` that sat between the conv and the
   ``Resize``, so ONNX Runtime keeps conv -> resize -> multiply in its blocked NCHWc layout instead of converting the
-  full-resolution map to plain NCHW and back.
-* **Eager PyTorch**: the projections are GEMMs (``F.linear``) on the pooled NCHW maps read as transposed (N x C)
-  views, so Q, K and V come out token-major with unit stride on the head dim, which is what SDPA's fused (flash)
-  CPU/GPU kernel needs (its math fallback is ~6x slower on CPU), with no layout copies; W_O is one batched GEMM whose
-  output is already the NCHW gain map. On CPU this measured 10-18% faster than 1x1 convolutions plus
-  ``.contiguous()`` copies.
+  full-resolution map to plain NCHW and back. In ONNX Runtime this form measured faster than the token-major one.
+* **Token-major form**: the projections are GEMMs (``F.linear``) on the pooled NCHW maps read as transposed (N x C)
+  views, so Q, K and V come out token-major, (B, N, heads, d) transposed to (B, heads, N, d), with unit stride on the
+  head dim. Eager, that is what SDPA's fused (flash) CPU/GPU kernel needs (its math fallback is ~6x slower on CPU),
+  with no layout copies, and W_O is one batched GEMM whose output is already the NCHW gain map; on CPU this measured
+  10-18% faster than 1x1 convolutions plus ``.contiguous()`` copies. Recorded (OpenVINO, TorchScript), W_O is a
+  ``MatMul`` on the token-major heads followed by one transpose to NCHW instead: Transpose(0,2,1,3) -> MatMul ->
+  Softmax -> MatMul -> Transpose is the pattern OpenVINO's CPU plugin compiles into one fused multi-head-attention
+  kernel (a Snippets ``Subgraph``); the ONNX form's channel-major Q^T, K^T, V^T do not match it, and the plugin then
+  runs MatMul, Softmax and MatMul as separate nodes with the full (N x N) logits in memory (it keeps its own
+  ``ScaledDotProductAttention`` kernel for stateful LLM graphs only). On yolov8s at 640 this form cut the time of
+  FINE's nodes by 20-25% at f32 and at bf16 (docs/deployment_cpu.md).
 * **CPU-only kernels, chosen by device** (:data:`_TUNED_DEVICES`): on CPU tensors, average pooling
   (:class:`AATSPool`) is k strided row sums and k column sums, and eq. 8-9 is one broadcast multiply of ``low``
   viewed as (rk rows x W) by the gain repeated along W only, instead of materialising the upsampled map: PyTorch's
@@ -145,8 +154,8 @@ _TUNED_DEVICES = frozenset({"cpu"})
 
 
 def _exporting() -> bool:
-    """Whether an exporter is recording the block (TorchScript, dynamo ONNX, ``torch.export``): then the plain,
-    exportable ops are used."""
+    """Whether an exporter is recording the block (TorchScript, either ONNX exporter, ``torch.export``): then the
+    eager-only CPU kernels are skipped for plain, exportable ops."""
     return torch.jit.is_tracing() or torch.jit.is_scripting() or torch.onnx.is_in_onnx_export() or _is_exporting()
 
 
@@ -293,16 +302,16 @@ class FINE(nn.Module):
             high_t, projected = self.pool_high(high), False  # (B, c_high, hh, ww), hh = H_high // k
         else:  # max / dwconv do not commute with eq. 10: project first, then pool (the paper's order)
             high_t, projected = self.pool_high(self.proj_high(high)), True  # (B, C, hh, ww)
-        if _exporting():
+        if torch.onnx.is_in_onnx_export():
             return self._gain_graph(low_t, high_t, projected)
-        return self._gain_eager(low_t, high_t, projected)
+        return self._gain_tokens(low_t, high_t, projected)
 
     def _gain_variant(self, low: torch.Tensor, high: torch.Tensor, attention: str) -> torch.Tensor:
         """Gain map of a Table-3 variant on ``low``'s own grid (B, C, H, W): no token sampling (module doc)."""
         if attention == "vanilla":  # AATS's attention with nothing pooled: every low pixel x every high pixel
-            if _exporting():
+            if torch.onnx.is_in_onnx_export():
                 return self._gain_graph(low, high, False)
-            return self._gain_eager(low, high, False)
+            return self._gain_tokens(low, high, False)
         q = self.q(low)  # eq. 5 as 1x1 convolutions on the full maps
         kv = self.kv(self.proj_high(high))
         k, v = kv.chunk(2, dim=1)
@@ -310,7 +319,7 @@ class FINE(nn.Module):
         return F.conv2d(heads, self.out.weight, self.out.bias + 1.0)  # W_O x + (b_O + 1), eq. 7 + residual
 
     def _gain_graph(self, low_t: torch.Tensor, high_t: torch.Tensor, projected: bool = False) -> torch.Tensor:
-        """Exported form: 1x1 convs on the token maps, SDPA decomposed by the exporter, W_O as a conv.
+        """ONNX form: 1x1 convs on the token maps, SDPA decomposed by the exporter, W_O as a conv.
 
         ``projected``: ``high_t`` has already been through eq. 10 (max / dwconv pooling).
         """
@@ -338,8 +347,9 @@ class FINE(nn.Module):
         heads = attn.transpose(-1, -2).reshape(b, c, h, w)  # (B, heads, N_low, d) -> (B, C, h, w)
         return F.conv2d(heads, self.out.weight, self.out.bias + 1.0)  # W_O x + (b_O + 1), eq. 7 + residual
 
-    def _gain_eager(self, low_t: torch.Tensor, high_t: torch.Tensor, projected: bool = False) -> torch.Tensor:
-        """Eager form: token-major GEMMs straight on the NCHW token maps, SDPA's fused kernel, no layout copies.
+    def _gain_tokens(self, low_t: torch.Tensor, high_t: torch.Tensor, projected: bool = False) -> torch.Tensor:
+        """Token-major form: GEMMs straight on the NCHW token maps, SDPA's fused kernel, no layout copies in eager
+        mode; recorded for OpenVINO / TorchScript, W_O as a MatMul plus one transpose (module doc, "Speed").
 
         ``projected``: ``high_t`` has already been through eq. 10 (max / dwconv pooling).
         """
@@ -357,6 +367,9 @@ class FINE(nn.Module):
             q.transpose(1, 2), kv[:, :, 0].transpose(1, 2), kv[:, :, 1].transpose(1, 2)
         )  # eq. 6: (B, heads, N, d)
         heads = attn.transpose(1, 2).reshape(b, n, c)  # Concat(head_1..head_h), token-major (a view for flash)
+        if _exporting():  # OpenVINO fuses Transpose-MatMul-Softmax-MatMul-Transpose into one kernel; baddbmm breaks it
+            gain = F.linear(heads, self.out.weight.flatten(1), self.out.bias + 1.0)  # eq. 7 + residual, (B, N, C)
+            return gain.transpose(1, 2).reshape(b, c, h, w)
         # eq. 7 + residual, channel-major output: (W_O heads^T + b_O + 1) as (B, C, N) = the NCHW gain map.
         gain = torch.baddbmm((self.out.bias + 1.0)[:, None], self.out.weight.flatten(1).expand(b, c, c),
                              heads.transpose(1, 2))
