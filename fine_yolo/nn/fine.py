@@ -82,8 +82,8 @@ below).
   Softmax -> MatMul -> Transpose is the pattern OpenVINO's CPU plugin compiles into one fused multi-head-attention
   kernel (a Snippets ``Subgraph``); the ONNX form's channel-major Q^T, K^T, V^T do not match it, and the plugin then
   runs MatMul, Softmax and MatMul as separate nodes with the full (N x N) logits in memory (it keeps its own
-  ``ScaledDotProductAttention`` kernel for stateful LLM graphs only). On yolov8s at 640 this form cut the time of
-  FINE's nodes by 20-25% at f32 and at bf16 (docs/deployment_cpu.md).
+  ``ScaledDotProductAttention`` kernel for stateful LLM graphs only). In a same-session A/B at 640 this form cut the
+  time of FINE's nodes by 15-20% at bf16 and 5-10% at f32 (docs/deployment_cpu.md).
 * **CPU-only kernels, chosen by device** (:data:`_TUNED_DEVICES`): on CPU tensors, average pooling
   (:class:`AATSPool`) is k strided row sums and k column sums, and eq. 8-9 is one broadcast multiply of ``low``
   viewed as (rk rows x W) by the gain repeated along W only, instead of materialising the upsampled map: PyTorch's
@@ -367,7 +367,7 @@ class FINE(nn.Module):
             q.transpose(1, 2), kv[:, :, 0].transpose(1, 2), kv[:, :, 1].transpose(1, 2)
         )  # eq. 6: (B, heads, N, d)
         heads = attn.transpose(1, 2).reshape(b, n, c)  # Concat(head_1..head_h), token-major (a view for flash)
-        if _exporting():  # OpenVINO fuses Transpose-MatMul-Softmax-MatMul-Transpose into one kernel; baddbmm breaks it
+        if _exporting():  # OpenVINO fuses Transpose-MatMul-Softmax-MatMul-Transpose; baddbmm there measured slower
             gain = F.linear(heads, self.out.weight.flatten(1), self.out.bias + 1.0)  # eq. 7 + residual, (B, N, C)
             return gain.transpose(1, 2).reshape(b, c, h, w)
         # eq. 7 + residual, channel-major output: (W_O heads^T + b_O + 1) as (B, C, N) = the NCHW gain map.
