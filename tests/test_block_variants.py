@@ -333,7 +333,7 @@ def test_block_variant_exports_to_onnx_with_onnx_runtime_parity(tmp_path, attent
     ("[1, 2, 16, linear]", "[1, 2, 16, vanilla]"),
     ("[1, 2, 16, aats, dwconv]", "[2, 2, 16, aats, max]"),
 ])
-def test_variant_models_export_through_ultralytics_and_pass_the_tensorrt_check(tmp_path, p4, p3):
+def test_variant_models_export_through_ultralytics_and_pass_the_tensorrt_check(tmp_path, monkeypatch, p4, p3):
     """ultralytics' exporter (simplified, static 128 px) on yolov8n with the variants at both stages: ONNX Runtime
     parity with PyTorch and the offline TensorRT 10.3 check."""
     from ultralytics import YOLO
@@ -344,6 +344,7 @@ def test_variant_models_export_through_ultralytics_and_pass_the_tensorrt_check(t
     model = YOLO(_v8n_yaml(tmp_path, p4, p3), verbose=False)
     for m in _fines(model):  # not the identity, as after training
         torch.nn.init.normal_(m.out.weight, std=0.05)
+    monkeypatch.chdir(tmp_path)  # ultralytics writes a YAML model's export into the working directory
     onnx_path = model.export(format="onnx", imgsz=128, simplify=True, device="cpu")
     x = torch.rand(1, 3, 128, 128)
     with torch.no_grad():
