@@ -183,3 +183,14 @@ def test_cost_tables_end_to_end_through_the_console_script(tmp_path):
     assert doc["paper"]["3"]["rows"]["aats"]["d_gflops"] == 1.2
     assert (out / "ablate.png").stat().st_size > 10_000
     assert md.strip() in proc.stdout
+
+
+def test_module_entry_point_prints_help_and_one_sentence_errors(capsys):
+    """`python -m fine_yolo.analysis.ablate help` prints the keys; a bad argument is one sentence, exit code 2."""
+    from fine_yolo.analysis.ablate import main
+
+    assert main(["help"]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("python -m fine_yolo.analysis.ablate") and "keys (key=value):" in out and "table" in out
+    assert main(["bogus"]) == 2
+    assert capsys.readouterr().err.strip() == "python -m fine_yolo.analysis.ablate: argument 'bogus' is not key=value"

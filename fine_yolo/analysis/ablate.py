@@ -729,8 +729,8 @@ COMMAND = Command(
 
 
 def main(argv: list[str]) -> int:
-    """Run the command from a raw argv list."""
-    return COMMAND.run(*COMMAND.parse(argv))
+    """Run the command from a raw argv list: ``help`` prints the keys, bad input one sentence (as ``fine-yolo``)."""
+    return COMMAND.main(argv, prog="python -m fine_yolo.analysis.ablate")
 
 
 if __name__ == "__main__":
