@@ -1,5 +1,6 @@
-"""Atomic checkpoint writes of FINE trainings (fine_yolo.glue.checkpoints): staged then replaced, FINE-only, and a
-real SIGKILL in the middle of writing last.pt leaves a last.pt that loads and resumes."""
+"""Atomic checkpoint writes of FINE trainings and of compare's runs (fine_yolo.glue.checkpoints): staged then
+replaced, only for FINE models or under FINE_YOLO_ATOMIC_CHECKPOINTS=1, and a real SIGKILL in the middle of writing
+last.pt leaves a last.pt that loads and resumes."""
 
 from __future__ import annotations
 
@@ -92,13 +93,38 @@ def test_a_failed_save_replaces_nothing(tmp_path):
     assert sorted(p.name for p in wdir.iterdir()) == ["last.pt"] and (wdir / "last.pt").read_bytes() == b"old-last"
 
 
-def test_non_fine_trainings_keep_ultralytics_paths(tmp_path):
+def test_non_fine_trainings_keep_ultralytics_paths(tmp_path, monkeypatch):
+    monkeypatch.delenv(checkpoints.ENV, raising=False)
     wdir = tmp_path / "weights"
     t = _Trainer(wdir, torch.nn.Conv2d(3, 8, 1))
     t.save_model()
     assert t.seen == [(wdir, wdir / "last.pt", wdir / "best.pt")]
     t.last.write_bytes(b"L")
     assert t.final_eval() == {"written": str(wdir / "last.pt")}  # strip_optimizer wrote in place, as upstream
+
+
+@pytest.mark.parametrize("value", ["0", ""])
+def test_only_the_value_1_turns_non_fine_trainings_atomic(tmp_path, monkeypatch, value):
+    monkeypatch.setenv(checkpoints.ENV, value)
+    t = _Trainer(tmp_path / "weights", torch.nn.Conv2d(3, 8, 1))
+    t.save_model()
+    assert t.seen == [(tmp_path / "weights", tmp_path / "weights" / "last.pt", tmp_path / "weights" / "best.pt")]
+
+
+def test_compare_runs_of_a_non_fine_model_are_staged_and_stripped_atomically(tmp_path, monkeypatch):
+    # What compare's baseline arm gets: FINE_YOLO_ATOMIC_CHECKPOINTS=1 in the environment of its `yolo train`.
+    monkeypatch.setenv(checkpoints.ENV, "1")
+    wdir = tmp_path / "weights"
+    wdir.mkdir()
+    (wdir / "last.pt").write_bytes(b"old-last")
+    t = _Trainer(wdir, torch.nn.Conv2d(3, 8, 1))
+    t.save_model()
+    staged = wdir / checkpoints.STAGING
+    assert t.seen == [(staged, staged / "last.pt", staged / "best.pt")]
+    assert {p.name: p.read_bytes() for p in wdir.iterdir()} == {
+        "last.pt": b"new-last", "best.pt": b"new-best", "epoch3.pt": b"new-epoch"}
+    assert t.final_eval() == {"written": str(wdir / "last.pt.partial")}
+    assert (wdir / "last.pt").read_bytes() == b"stripped:new-last" and not (wdir / "last.pt.partial").exists()
 
 
 def test_final_strip_of_a_fine_training_writes_beside_then_replaces(tmp_path):
@@ -156,10 +182,10 @@ def tiny_yaml(tmp_path_factory) -> Path:
     return path
 
 
-def _kill_mid_write(model: str, data: Path, project: Path) -> Path:
+def _kill_mid_write(model: str, data: Path, project: Path, **env: str) -> Path:
     signal_file = project / "writing"
     proc = subprocess.Popen([sys.executable, "-c", _CHILD, model, str(data), str(project), str(signal_file)],
-                            env=offline_env(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+                            env=offline_env(**env), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     deadline = time.time() + 300
     while not signal_file.exists():
         if proc.poll() is not None or time.time() > deadline:
@@ -201,7 +227,16 @@ def test_sigkill_while_writing_last_pt_of_a_fine_training_keeps_a_resumable_last
 
 @pytest.mark.slow
 def test_control_the_same_kill_truncates_a_baseline_training_in_place(tiny_yaml, tmp_path):
-    # Non-FINE trainings keep ultralytics' in-place write: this is the failure the patch prevents for FINE.
-    writing = _kill_mid_write("yolov8n.yaml", tiny_yaml, tmp_path)
+    # Non-FINE trainings outside compare keep ultralytics' in-place write: the failure the patch prevents.
+    writing = _kill_mid_write("yolov8n.yaml", tiny_yaml, tmp_path, **{checkpoints.ENV: ""})
     assert writing == tmp_path / "run" / "weights" / "last.pt"
     assert not _loads(writing)
+
+
+@pytest.mark.slow
+def test_the_same_kill_of_a_baseline_training_started_by_compare_keeps_last_pt(tiny_yaml, tmp_path):
+    # compare's baseline arm runs with FINE_YOLO_ATOMIC_CHECKPOINTS=1: the same kill leaves epoch 1's last.pt.
+    writing = _kill_mid_write("yolov8n.yaml", tiny_yaml, tmp_path, **{checkpoints.ENV: "1"})
+    last = tmp_path / "run" / "weights" / "last.pt"
+    assert writing == last.parent / checkpoints.STAGING / "last.pt"
+    assert torch.load(last, map_location="cpu", weights_only=False)["epoch"] == 0
