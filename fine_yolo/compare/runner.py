@@ -5,8 +5,9 @@ State of a run, read from its directory ``PROJECT/runs/seed{s}-{arm}`` (nothing 
 * **finished** — ``weights/last.pt`` loads, and its epoch is -1 (ultralytics strips the optimizer and sets -1 when a
   training ends) or the last one, ``weights/best.pt`` exists, and ``args.yaml`` matches the plan: skipped.
 * **interrupted** — ``last.pt`` loads from an earlier epoch and the settings match: resumed with ultralytics' own
-  ``yolo train resume=True model=RUN/weights/last.pt`` (checkpoint writes of FINE trainings are atomic, see
-  :mod:`fine_yolo.glue.checkpoints`, so a kill at any moment leaves a loadable ``last.pt``).
+  ``yolo train resume=True model=RUN/weights/last.pt`` (every run of a comparison, either arm, writes its checkpoints
+  atomically: :func:`train_env` sets ``FINE_YOLO_ATOMIC_CHECKPOINTS=1``, see :mod:`fine_yolo.glue.checkpoints`, so a
+  kill at any moment leaves a loadable ``last.pt``).
 * **changed** — ``args.yaml`` differs from the plan in a setting (:meth:`RunSpec.mismatches`): the old directory is
   moved to ``PROJECT/runs/stale/`` (never mixed in, never deleted) and the run starts afresh.
 * **empty** — no directory, or one without a loadable ``last.pt`` (killed before its first checkpoint): started afresh.
@@ -17,15 +18,23 @@ is then a DDP training on its group (ultralytics starts DDP itself for a multi-d
 ``mps``, or nothing) is one slot.
 
 Progress: one tqdm bar counting runs (fractions of a run as its epochs complete, read from the run's
-``results.csv``), with the current run and epoch and the time left. Each run's output goes to ``PROJECT/logs/``.
+``results.csv``), with the current run and epoch and the time left. Each run's output goes to
+``PROJECT/logs/NAME.log``.
+
+Launchers. How a run is executed is the only thing that differs between this module's local slots and SLURM
+(:mod:`fine_yolo.compare.slurm`): both take the runs to do from :func:`prepare`, start each with :func:`start_run`
+(the same command, log and environment), and record where it runs in ``PROJECT/logs/jobs.json``
+(:func:`record_job`), which :func:`status` reads: queued / running (epoch) / finished / failed, with the log's tail.
 """
 
 from __future__ import annotations
 
 import csv
+import json
 import os
 import shutil
 import signal
+import socket
 import subprocess
 import threading
 import time
@@ -40,8 +49,19 @@ from fine_yolo.errors import FineYoloError, UsageError
 POLL_S = 2.0
 
 
+ENV_ATOMIC = "FINE_YOLO_ATOMIC_CHECKPOINTS"  # read by fine_yolo.glue.checkpoints
+JOBS_FILE = "jobs.json"
+
+
 class CompareRunError(FineYoloError, RuntimeError):
-    """A training of the comparison failed; the message names the run, its command and its log."""
+    """A training of the comparison failed; the message names the run, its command and its log.
+
+    ``report`` (when set) is what the launcher did before it gave up, ``failed`` included.
+    """
+
+    def __init__(self, message: str, report: RunReport | None = None):
+        super().__init__(message)
+        self.report = report
 
 
 @dataclass
@@ -62,6 +82,7 @@ class RunReport:
     resumed: list[str] = field(default_factory=list)
     skipped: list[str] = field(default_factory=list)
     stale: list[str] = field(default_factory=list)  # the directories they were moved to
+    failed: dict[str, str] = field(default_factory=dict)  # run name -> why (exit code, log path and tail)
 
     @property
     def trained(self) -> list[str]:
@@ -163,11 +184,127 @@ def _on_sigterm(signum, frame):
     raise _Terminated
 
 
-def _tail(path: Path, n: int = 25) -> str:
+def tail(path: Path, n: int = 25) -> str:
+    """The last ``n`` lines of a text file ('' when it cannot be read)."""
     try:
         return "\n".join(path.read_text(errors="replace").splitlines()[-n:])
     except OSError:
         return ""
+
+
+def train_env(env: dict[str, str] | None = None) -> dict[str, str]:
+    """The environment of a run's ``yolo train``: ``env`` (default: this process's) with atomic checkpoint writes."""
+    return {**(os.environ if env is None else env), ENV_ATOMIC: "1"}
+
+
+def prepare(plan: Plan, echo: Callable[[str], None] = print) -> tuple[RunReport, list[RunState]]:
+    """Classify every run: finished ones are skipped, changed ones moved aside; return the runs still to train."""
+    report = RunReport()
+    todo: list[RunState] = []
+    for spec in plan.runs:
+        st = inspect(spec)
+        if st.state == "finished":
+            report.skipped.append(spec.name)
+            continue
+        if st.state == "changed":
+            target = _move_aside(spec.run_dir)
+            report.stale.append(str(target))
+            echo(f"{spec.name}: settings changed ({'; '.join(st.why)}); old run moved to {target}, training afresh")
+            st = RunState(spec, "empty")
+        todo.append(st)
+    if report.skipped:
+        echo(f"{len(report.skipped)} finished run(s) found, {len(todo)} to train")
+    return report, todo
+
+
+def log_path(spec: RunSpec) -> Path:
+    """``PROJECT/logs/NAME.log``: every launcher appends a run's command and output there."""
+    return Path(spec.args["project"]).parent / "logs" / f"{spec.name}.log"
+
+
+def start_run(st: RunState, device: str | None, env: dict[str, str] | None = None) -> tuple[subprocess.Popen, list]:
+    """Start ``st``'s training (``yolo train resume=True`` when interrupted), appending to its log; (process, argv).
+
+    A directory without a loadable ``last.pt`` holds nothing that can be continued and is removed first.
+    """
+    spec = st.spec
+    if st.state == "empty" and spec.run_dir.exists():
+        shutil.rmtree(spec.run_dir)
+    argv = spec.resume_argv(device) if st.state == "interrupted" else spec.argv(device)
+    log = log_path(spec)
+    log.parent.mkdir(parents=True, exist_ok=True)
+    with open(log, "a") as fh:
+        fh.write(f"\n$ {' '.join(argv)}\n")
+        fh.flush()
+        proc = subprocess.Popen(argv, stdout=fh, stderr=subprocess.STDOUT, env=train_env(env))
+    return proc, argv
+
+
+def failure(spec: RunSpec, code: int | None, argv: Sequence[str]) -> str:
+    """The message of a failed run: its name, exit code, command, log path and the log's last lines."""
+    log = log_path(spec)
+    return f"{spec.name} failed (exit {code}): {' '.join(map(str, argv))}\nlog {log}:\n{tail(log)}"
+
+
+def read_jobs(project: Path) -> dict[str, dict]:
+    """``PROJECT/logs/jobs.json``: run name -> where it was last started (launcher, pid or SLURM job id, ...)."""
+    try:
+        return json.loads((Path(project) / "logs" / JOBS_FILE).read_text())
+    except (OSError, ValueError):
+        return {}
+
+
+def record_job(project: Path, name: str, **info) -> None:
+    """Merge ``info`` into run ``name``'s record in ``jobs.json`` (written beside, then replaced)."""
+    jobs = read_jobs(project)
+    jobs[name] = {**(jobs.get(name, {}) if info.get("launcher") is None else {}), **info}
+    path = Path(project) / "logs" / JOBS_FILE
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps(jobs, indent=1))
+    os.replace(tmp, path)
+
+
+def _pid_alive(pid: int) -> bool:
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
+def status(plan: Plan, queue: dict[str, str] | None = None, lines: int = 3) -> list[dict]:
+    """For every run: ``state`` (queued / running / finished / failed / interrupted / not started / changed), the epochs
+    done, the job (SLURM job id or local pid), the log and its last ``lines``.
+
+    ``queue`` maps a SLURM job id to its ``squeue`` state (:func:`fine_yolo.compare.slurm.queue_states`); a job that
+    left the queue without finishing its run failed. A local run is running while its recorded process lives.
+    """
+    jobs = read_jobs(plan.project)
+    out = []
+    for spec in plan.runs:
+        st, job = inspect(spec), jobs.get(spec.name, {})
+        done = results_epochs(spec.run_dir)
+        if st.state == "finished":
+            state = "finished"
+        elif job.get("launcher") == "slurm" and queue is not None and queue.get(job["job_id"]) is not None:
+            q = queue[job["job_id"]]
+            state = "queued" if q in ("PENDING", "REQUEUED", "REQUEUE_HOLD", "REQUEUE_FED", "SUSPENDED") else \
+                "running" if q in ("RUNNING", "CONFIGURING", "COMPLETING", "SIGNALING", "STAGE_OUT") else "failed"
+        elif job.get("launcher") == "local" and job.get("host") == socket.gethostname() and "exit" not in job \
+                and _pid_alive(int(job["pid"])):
+            state = "running"
+        elif job:  # its process or job is gone: killed (resumable from last.pt) or failed
+            state = "interrupted" if st.state == "interrupted" and job.get("exit", -1) < 0 else "failed"
+        else:
+            state = {"interrupted": "interrupted", "changed": "changed"}.get(st.state, "not started")
+        log = log_path(spec)
+        out.append({"run": spec.name, "state": state, "epochs": f"{done}/{spec.epochs}",
+                    "job": job.get("job_id") or job.get("pid"), "log": str(log) if log.is_file() else None,
+                    "tail": tail(log, lines), **({"why": st.why} if st.why else {})})
+    return out
 
 
 def run_plan(
@@ -181,31 +318,12 @@ def run_plan(
     from tqdm import tqdm
 
     slots = device_slots(device, devices_per_run)
-    report = RunReport()
-    todo: list[RunState] = []
-    for spec in plan.runs:
-        st = inspect(spec)
-        if st.state == "finished":
-            report.skipped.append(spec.name)
-            continue
-        if st.state == "changed":
-            target = _move_aside(spec.run_dir)
-            report.stale.append(str(target))
-            echo(f"{spec.name}: settings changed ({'; '.join(st.why)}); old run moved to {target}, training afresh")
-            st = RunState(spec, "empty")
-        elif st.state == "empty" and spec.run_dir.exists():
-            shutil.rmtree(spec.run_dir)  # no loadable checkpoint: nothing in it can be continued
-        todo.append(st)
-    if report.skipped:
-        echo(f"{len(report.skipped)} finished run(s) found, {len(todo)} to train")
+    report, todo = prepare(plan, echo)
     if not todo:
         return report
 
-    logs = plan.project / "logs"
-    logs.mkdir(parents=True, exist_ok=True)
     queue = list(todo)
     active: dict[int, _Active] = {}
-    failed: list[str] = []
     n_total = len(todo)
     # SIGTERM (a scheduler, `kill`) and Ctrl-C both stop the running trainings before this process ends; a background
     # shell may have SIGINT ignored, so SIGTERM is the one signal that always reaches us.
@@ -215,20 +333,16 @@ def run_plan(
     done_before = sum(st.epochs_done / st.spec.epochs for st in todo)  # resumed runs: not progress of this session
     with tqdm(total=n_total, initial=done_before, desc="compare", bar_format=fmt) as bar:
         try:
-            while active or (queue and not failed):
+            while active or (queue and not report.failed):
                 for slot, dev in enumerate(slots):
-                    if slot in active or not queue or failed:
+                    if slot in active or not queue or report.failed:
                         continue
                     st = queue.pop(0)
-                    resume = st.state == "interrupted"
-                    argv = st.spec.resume_argv(dev) if resume else st.spec.argv(dev)
-                    (report.resumed if resume else report.started).append(st.spec.name)
-                    log = logs / f"{st.spec.name}.log"
-                    with open(log, "a") as fh:
-                        fh.write(f"\n$ {' '.join(argv)}\n")
-                        fh.flush()
-                        proc = subprocess.Popen(argv, stdout=fh, stderr=subprocess.STDOUT, env=env)
-                    active[slot] = _Active(st, proc, log, argv, counted=st.epochs_done / st.spec.epochs)
+                    (report.resumed if st.state == "interrupted" else report.started).append(st.spec.name)
+                    proc, argv = start_run(st, dev, env)
+                    record_job(plan.project, st.spec.name, launcher="local", pid=proc.pid,
+                               host=socket.gethostname(), command=argv)
+                    active[slot] = _Active(st, proc, log_path(st.spec), argv, counted=st.epochs_done / st.spec.epochs)
                 time.sleep(POLL_S)
                 for slot in list(active):
                     a = active[slot]
@@ -240,11 +354,9 @@ def run_plan(
                         a.counted = frac
                     if code is not None:
                         del active[slot]
+                        record_job(plan.project, a.state.spec.name, exit=code)
                         if code != 0:
-                            failed.append(
-                                f"{a.state.spec.name} failed (exit {code}): {' '.join(a.argv)}\n"
-                                f"log {a.log}:\n{_tail(a.log)}"
-                            )
+                            report.failed[a.state.spec.name] = failure(a.state.spec, code, a.argv)
                 current = [f"{a.state.spec.name} epoch {results_epochs(a.state.spec.run_dir)}/{a.state.spec.epochs}"
                            for a in active.values()]
                 started = len(report.trained)
@@ -254,16 +366,28 @@ def run_plan(
             for a in active.values():  # a Ctrl-C or a failure here: stop the children; their last.pt is intact
                 a.proc.terminate()
             for a in active.values():
-                a.proc.wait()
+                record_job(plan.project, a.state.spec.name, exit=a.proc.wait())
             if isinstance(e, _Terminated):
                 raise SystemExit(128 + signal.SIGTERM) from None
             raise
         finally:
             if previous is not None:
                 signal.signal(signal.SIGTERM, previous)
-    if failed:
-        raise CompareRunError("\n\n".join(failed))
+    if report.failed:
+        raise CompareRunError("\n\n".join(report.failed.values()), report)
     return report
+
+
+def complete_pairs(plan: Plan, failed: dict[str, str] | None = None) -> tuple[list[int], dict[str, str]]:
+    """Seeds whose two runs are both finished, and every other run with why it is left out (failure or state)."""
+    states = {spec.name: inspect(spec).state for spec in plan.runs}
+    seeds = [s for s in plan.seeds if all(states[plan.run(s, arm).name] == "finished" for arm in ("baseline", "fine"))]
+    missing = {}
+    for spec in plan.runs:
+        if spec.seed not in seeds:
+            missing[spec.name] = f"failed, log {log_path(spec)}" if spec.name in (failed or {}) else \
+                "its pair is incomplete" if states[spec.name] == "finished" else f"{states[spec.name]}, not finished"
+    return seeds, missing
 
 
 def missing_best(specs: Sequence[RunSpec]) -> list[str]:
