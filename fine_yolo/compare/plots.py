@@ -3,7 +3,8 @@
 * ``curves.png`` — validation mAP50-95 per epoch for every run: baseline runs in one colour, FINE runs in another,
   one thin line per seed and the mean over seeds (epoch by epoch, over the seeds that reached that epoch) thick.
 * ``differences.png`` — one panel per metric group (AP in points, TP/FP/FN in boxes): each seed's FINE - baseline
-  as a dot, the mean as a bar end with its 95% t-interval as an error bar, and 0 as a line, so "does the interval
+  as a dot, the mean with the interval the report gives it as an error bar (the primary metric's 95% t-interval,
+  drawn solid; the secondaries' wider Bonferroni intervals, drawn dashed), and 0 as a line, so "does the interval
   hold 0" is read at a glance.
 """
 
@@ -67,22 +68,27 @@ def plot_differences(summary: dict, groups: Sequence[tuple[str, Sequence[str]]],
     plt = _pyplot()
     fig, axes = plt.subplots(1, len(groups), figsize=(4.2 * len(groups) + 1, 4.2), dpi=120, squeeze=False)
     for ax, (unit, names) in zip(axes[0], groups):
+        labelled: set[str] = set()  # one legend entry per interval kind and panel
         shown = [n for n in names if summary[n]["paired"] is not None]
         for i, name in enumerate(shown):
             e = summary[name]
             scale = e["scale"]
             d = np.asarray(e["diff"]) * scale
-            p = e["paired"]
+            p, iv = e["paired"], e.get("interval")
             jitter = np.linspace(-0.12, 0.12, len(d)) if len(d) > 1 else np.zeros(1)
             ax.scatter(i + jitter, d, s=14, color="0.45", zorder=3, label="each seed" if i == 0 else None)
-            if p["low"] is not None:
-                holds_zero = p["low"] <= 0 <= p["high"]
-                colour = "0.25" if holds_zero else (FINE_COLOUR if (p["low"] > 0) == e["higher_is_better"]
+            if iv is not None:
+                holds_zero = iv["low"] <= 0 <= iv["high"]
+                colour = "0.25" if holds_zero else (FINE_COLOUR if (iv["low"] > 0) == e["higher_is_better"]
                                                     else BASELINE_COLOUR)
-                ax.errorbar(i + 0.3, p["mean"] * scale, yerr=[[(p["mean"] - p["low"]) * scale],
-                                                               [(p["high"] - p["mean"]) * scale]],
-                            fmt="o", color=colour, capsize=5, lw=2, zorder=4,
-                            label="mean, 95% t-interval" if i == 0 else None)
+                kind = "primary" if e.get("role") == "primary" else "secondary"
+                bar = ax.errorbar(i + 0.3, p["mean"] * scale, yerr=[[(p["mean"] - iv["low"]) * scale],
+                                                                     [(iv["high"] - p["mean"]) * scale]],
+                                  fmt="o", color=colour, capsize=5, lw=2, zorder=4,
+                                  label=None if kind in labelled else f"mean, {iv['kind']}")
+                labelled.add(kind)
+                if kind == "secondary":
+                    bar[2][0].set_linestyle("--")
             else:
                 ax.plot(i + 0.3, p["mean"] * scale, "o", color="0.25", zorder=4)
         ax.axhline(0, color="black", lw=0.8)

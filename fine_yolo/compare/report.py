@@ -38,8 +38,6 @@ from fine_yolo.compare.stats import (
 )
 from fine_yolo.tables import markdown_table, num
 
-__all__ = ["METRICS", "Metric", "markdown", "plan_text", "pilot_sd", "read_curve", "summarize", "table5", "write"]
-
 CURVE_COLUMN = "metrics/mAP50-95(B)"
 
 
@@ -174,12 +172,12 @@ def mdd_line(name: str, e: dict[str, Any]) -> str:
         why = "fewer than 2 complete seeds" if not plan or plan["n"] < 2 else "every seed moved by the same amount"
         return f"Minimum detectable difference ({name}; {how}): not computable ({why})."
 
-    def pts(x: float, signed: bool = False) -> str:
-        return (fmt_diff(x, m.scale, m.digits) if signed else f"{abs(x) * m.scale:.{m.digits}f}") + \
+    def pts(x: float, signed: bool = False, extra: int = 0) -> str:
+        return (fmt_diff(x, m.scale, m.digits) if signed else f"{abs(x) * m.scale:.{m.digits + extra}f}") + \
             (f" {m.unit}" if m.unit else "")
 
-    text = (f"Minimum detectable difference ({name}; {how}): {pts(plan['mdd'])} at {plan['n']} seeds, from the "
-            f"observed SD of the paired differences, {pts(plan['sd'])}.")
+    text = (f"Minimum detectable difference ({name}; {how}): {pts(plan['mdd'], extra=1)} at {plan['n']} seeds, "
+            f"from the observed SD of the paired differences, {pts(plan['sd'], extra=1)}.")
     if plan["effect"]:
         text += f" A true difference of {pts(plan['effect'], True)} (effect=) would need " \
                 f"{_seeds_phrase(plan['seeds_needed'])}"
@@ -206,6 +204,16 @@ def pilot_sd(project: Path, primary: str = DEFAULT_PRIMARY) -> tuple[float, int]
     return p["sd"] * m.scale, int(p["n"])
 
 
+def plan_seeds(primary: str, effect: float, sd: float, project: Path) -> str:
+    """``plan_only=True``: :func:`plan_text` with ``sd``, or, when ``sd`` is 0 (not given), with the SD observed in
+    the finished comparison under ``project``."""
+    source = "sd="
+    if sd == 0:
+        sd, n = pilot_sd(project, primary)
+        source = f"observed over {n} seeds in {Path(project) / 'compare.json'}"
+    return plan_text(effect, sd, primary, source)
+
+
 def plan_text(effect: float, sd: float, primary: str = DEFAULT_PRIMARY, source: str = "sd=") -> str:
     """``plan_only=True``: the seeds that ``effect`` needs given ``sd`` (both in ``primary``'s printed unit), the
     power at a few seed counts, and the minimum detectable difference at those counts."""
@@ -224,8 +232,8 @@ def plan_text(effect: float, sd: float, primary: str = DEFAULT_PRIMARY, source: 
     head = (f"{primary}: a true difference of {effect:+g}{unit} with SD {sd:g}{unit} of the paired differences "
             f"({source}) needs {_seeds_phrase(needed)} for {POWER:.0%} power (two-sided paired t at {ALPHA:g}, "
             "noncentral t).")
-    return head + "\n\n" + markdown_table(["seeds", f"power at {effect:+g}", f"minimum detectable difference{unit}"],
-                                          rows)
+    header = ["seeds", f"power at {effect:+g}", "minimum detectable difference" + (f" ({m.unit})" if m.unit else "")]
+    return head + "\n\n" + markdown_table(header, rows)
 
 
 def _mean(xs: Sequence[float | None]) -> float | None:

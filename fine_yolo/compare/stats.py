@@ -142,8 +142,8 @@ def holm(pvalues: Sequence[float]) -> list[float]:
 
 
 def fmt_p(p: float) -> str:
-    """A p-value as printed: two significant digits, ``<0.001`` below 0.001."""
-    return "<0.001" if p < 0.001 else f"{p:.2g}" if p < 0.1 else f"{p:.2f}"
+    """A p-value as printed: two significant digits, ``< 0.001`` below 0.001."""
+    return "< 0.001" if p < 0.001 else f"{p:.2g}" if p < 0.1 else f"{p:.2f}"
 
 
 def secondary_verdict(
@@ -163,7 +163,7 @@ def secondary_verdict(
     conf = f"{(1 - ALPHA / m) * 100:.3g}%"
     head = (f"{name} {fmt_diff(p.mean, scale, digits)} [{fmt_diff(widened.low, scale, digits)}, "
             f"{fmt_diff(widened.high, scale, digits)}]{' ' + unit if unit else ''} (Bonferroni {conf}), "
-            f"Holm p = {fmt_p(p_holm)}")
+            f"Holm p {'' if fmt_p(p_holm).startswith('<') else '= '}{fmt_p(p_holm)}")
     if widened.contains_zero():
         note = f" (Holm p < {ALPHA:g} but the Bonferroni interval contains 0)" if p_holm < ALPHA else ""
         return f"{head}: no measurable difference at {seeds}{note}"
