@@ -32,7 +32,9 @@ The device machine is offline and lacks polars: ultralytics' AMP check downloads
 to 30 s connect timeouts, then turns AMP on unchecked), so it is replaced here by one that keeps AMP on for CUDA (and
 off for the CPU, as upstream) and says so; part 2 is this check's own AMP parity test. Without polars, the trainer's
 ``read_results_csv`` (the results table saved in each checkpoint) reads results.csv with the csv module instead.
-Nothing else of ultralytics is changed. Exit code 0 when every check passed, 1 when one failed.
+Nothing else of ultralytics is changed. ``budget=`` (210 s): no bench cell and no compilation starts later, so a
+slower-than-planned machine still ends near 4 minutes, listing what it skipped. Exit code 0 when every check that
+ran passed, 1 when one failed.
 """
 
 from __future__ import annotations
@@ -360,18 +362,27 @@ def _timer(net, x) -> Callable[[], float]:
     return run
 
 
-def bench_part(device, models: list[str], batches: list[int], p: dict[str, Any]) -> dict[str, Any]:
-    """Interleaved baseline/FINE latency per model and batch, ratio with a 95% interval (module doc, part 4)."""
+def bench_part(device, models: list[str], batches: list[int], p: dict[str, Any], deadline: float = math.inf
+               ) -> dict[str, Any]:
+    """Interleaved baseline/FINE latency per model and batch, ratio with a 95% interval (module doc, part 4).
+
+    A (model, batch) cell that would start after ``deadline`` (``time.perf_counter()``) is listed as not timed."""
     import torch
 
     from fine_yolo.bench.stats import interleave, speed_ratio, summarize
 
     half = device.type == "cuda"  # FP16 on the GPU; CPU FP16 convolutions are not what anyone deploys
     torch.backends.cudnn.benchmark = True  # fixed shapes: cuDNN picks its fastest kernels once, in the warm-up
-    rows = []
+    rows, not_timed = [], []
     for name in models:
+        if time.perf_counter() > deadline:
+            not_timed += [f"{name} batch {b}" for b in batches]
+            continue
         nets = {"baseline": _network(name, device, half), "fine": _network(f"{name}-fine", device, half)}
         for batch in batches:
+            if time.perf_counter() > deadline:
+                not_timed.append(f"{name} batch {batch}")
+                continue
             x = torch.rand(batch, 3, p["bench_imgsz"], p["bench_imgsz"], device=device,
                            dtype=torch.float16 if half else torch.float32)
             samples = interleave({arm: _timer(net, x) for arm, net in nets.items()}, iters=p["rounds"],
@@ -387,7 +398,8 @@ def bench_part(device, models: list[str], batches: list[int], p: dict[str, Any])
         if device.type == "cuda":
             torch.cuda.empty_cache()
     ok = all(r["ratio"]["of_medians"] > 0 and all(math.isfinite(v) for v in r["ratio"]["ci95"]) for r in rows)
-    return {"rows": rows, "block": p["block"], "warmup": p["warmup"], "rounds": p["rounds"], "ok": ok}
+    return {"rows": rows, "not_timed": not_timed, "block": p["block"], "warmup": p["warmup"], "rounds": p["rounds"],
+            "ok": ok}
 
 
 # ---------------------------------------------------------------------------------------------------------------------
@@ -443,6 +455,8 @@ def markdown(result: dict[str, Any]) -> str:
                  for r in b["rows"]]
         lines += [markdown_table(["model", "batch", "imgsz", "samples", "baseline ms", "FINE ms",
                                   "baseline/FINE (95% CI)"], cells), ""]
+        if b.get("not_timed"):
+            lines += [f"Not timed (time budget spent): {', '.join(b['not_timed'])}", ""]
     for part, error in result.get("errors", {}).items():
         lines += [f"**{part} failed:** `{error[:300]}`", ""]
     return "\n".join(lines)
@@ -494,12 +508,16 @@ def _run(args: dict[str, Any], extra: dict[str, Any]) -> int:
         ("train", lambda: train_part(work, args["device"], p, args["epochs"], result)),
         ("parity", lambda: parity_part(device, result["train"])),
         ("bench", lambda: bench_part(device, split_list(args["models"], "models"),
-                                     split_list(p["bench_batches"], "bench_batches", int), p)),
+                                     split_list(p["bench_batches"], "bench_batches", int), p, deadline)),
         ("compile", lambda: compile_part(device, result["train"]) if p["compile"] else
          {"skipped": "torch.compile is not run in device=cpu mode", "ok": True}),
     ]  # compile last: its first call compiles for a minute or more, and everything before it is then on disk
+    deadline = t0 + args["budget"] if args["budget"] > 0 else math.inf
     for part, step in steps:
         if part not in parts:
+            continue
+        if part == "compile" and time.perf_counter() > deadline:
+            result[part] = {"skipped": f"the time budget of {args['budget']} s was spent before it", "ok": True}
             continue
         if part in ("parity", "compile") and "train" not in result:
             result[part] = {"skipped": "needs part train", "ok": True}
@@ -529,6 +547,7 @@ COMMAND = Command(
         "bench_batches": Option("", "batch sizes timed (default 1,32 on a GPU, 1,2 on the CPU)"),
         "bench_imgsz": Option(0, "square input of the timing (default 640 on a GPU, 128 on the CPU)"),
         "rounds": Option(0, "timed runs per model and batch (default 100 on a GPU, 3 on the CPU)"),
+        "budget": Option(210, "seconds after which no further bench cell or compile starts (0: no limit)"),
         "missing": Option("", "packages to treat as not installed, comma-separated (the CPU test mimics the device)"),
     },
     run=_run,

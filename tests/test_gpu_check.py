@@ -6,6 +6,7 @@ check's csv-module results reader is the one exercised (ultralytics imports pola
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import math
 import subprocess
@@ -13,6 +14,7 @@ import sys
 from pathlib import Path
 
 import pytest
+import torch
 from conftest import offline_env
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -28,7 +30,7 @@ def _run(*args: str, cwd: Path, timeout: int = 300) -> subprocess.CompletedProce
 @pytest.fixture(scope="module")
 def cpu_run(tmp_path_factory) -> tuple[dict, str]:
     out = tmp_path_factory.mktemp("gpu_check")
-    proc = _run(f"out={out}", "device=cpu", "missing=polars,pycocotools,hotcoco,onnxslim", cwd=out)
+    proc = _run(f"out={out}", "device=cpu", "missing=polars,pycocotools,hotcoco,onnxslim", "budget=0", cwd=out)
     assert proc.returncode == 0, proc.stdout[-3000:] + proc.stderr[-3000:]
     return json.loads((out / "gpu_check.json").read_text()), (out / "gpu_check.md").read_text()
 
@@ -73,6 +75,7 @@ def test_bench_rows_and_compile_skipped_on_cpu(cpu_run):
     assert result["compile"] == {"skipped": "torch.compile is not run in device=cpu mode", "ok": True}
     bench = result["bench"]
     rows = bench["rows"]
+    assert bench["not_timed"] == []  # budget=0: no time limit
     assert [(r["model"], r["batch"]) for r in rows] == [
         (m, b) for m in ("yolov8s", "yolov10s", "yolo12s") for b in (1, 2)]
     for r in rows:
@@ -85,6 +88,24 @@ def test_bench_rows_and_compile_skipped_on_cpu(cpu_run):
     assert set(result["seconds"]) == {"train", "parity", "bench", "compile"}
     assert "| yolov8s | 1 | 128 | 3 |" in md and "baseline/FINE (95% CI)" in md and "Part compile skipped" in md
     assert "| block 0 (W_O redrawn, M ~ 1) | float16 |" in md
+
+
+def _script():
+    spec = importlib.util.spec_from_file_location("gpu_check", SCRIPT)
+    module = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(module)
+    return module
+
+
+def test_bench_past_its_deadline_times_nothing_and_says_so():
+    gpu_check = _script()
+    p = gpu_check.PROFILES["cpu"]
+    res = gpu_check.bench_part(torch.device("cpu"), ["yolov8s", "yolo12s"], [1, 2], p, deadline=0.0)
+    assert res["rows"] == [] and res["ok"] is True
+    assert res["not_timed"] == ["yolov8s batch 1", "yolov8s batch 2", "yolo12s batch 1", "yolo12s batch 2"]
+    md = gpu_check.markdown({"mode": "cpu", "device": "cpu", "date": "d", "elapsed_s": 1.0, "seconds": {},
+                             "ok": True, "env": {}, "bench": res})
+    assert "Not timed (time budget spent): yolov8s batch 1, yolov8s batch 2, yolo12s batch 1, yolo12s batch 2" in md
 
 
 def test_help_and_bad_input(tmp_path):
