@@ -108,6 +108,24 @@ def test_bench_past_its_deadline_times_nothing_and_says_so():
     assert "Not timed (time budget spent): yolov8s batch 1, yolov8s batch 2, yolo12s batch 1, yolo12s batch 2" in md
 
 
+def test_results_reader_without_polars_equals_ultralytics_reader(tmp_path):
+    """The csv-module reader returns what ultralytics' polars reader returns for a results.csv its trainer wrote."""
+    from types import SimpleNamespace
+
+    from ultralytics.engine.trainer import BaseTrainer
+
+    trainer = SimpleNamespace(csv=tmp_path / "results.csv", epoch=0, train_time_start=0.0)
+    for epoch, loss in ((0, 1.25), (1, 0.5)):  # two epochs, as BaseTrainer.save_metrics appends them
+        trainer.epoch = epoch
+        BaseTrainer.save_metrics(trainer, {"train/box_loss": loss, "metrics/mAP50-95(B)": 0.125 * epoch})
+    upstream = BaseTrainer.read_results_csv(trainer)
+    ours = _script()._read_results_csv(trainer)
+    assert list(ours) == list(upstream) == ["epoch", "time", "train/box_loss", "metrics/mAP50-95(B)"]
+    assert ours["epoch"] == upstream["epoch"] == [1, 2] and ours["train/box_loss"] == [1.25, 0.5]
+    assert ours["metrics/mAP50-95(B)"] == upstream["metrics/mAP50-95(B)"] == [0.0, 0.125]
+    assert _script()._read_results_csv(SimpleNamespace(csv=tmp_path / "missing.csv")) == {}
+
+
 def test_help_and_bad_input(tmp_path):
     proc = _run("help", cwd=tmp_path, timeout=60)
     assert proc.returncode == 0 and "keys (key=value):" in proc.stdout and "bench_batches" in proc.stdout
