@@ -7,32 +7,44 @@ of each glue module listed for it runs. Importing torch, ultralytics, or even ``
 14 ms on Python 3.11) here would cost every Python process; this module imports nothing beyond ``sys`` and ``os``,
 which the interpreter has already loaded (a test checks it).
 
-The hook can never break ultralytics: every failure becomes one warning and ultralytics runs unpatched. Turn it off
-with ``FINE_YOLO_HOOK=0`` and use the ``fine-yolo`` console script (or ``fine_yolo.register()``) instead.
+The one other entry point is ``import fine_yolo`` (any ``fine_yolo`` module): the package calls
+``install(force=True)``, so with the start-up hook off (``FINE_YOLO_HOOK=0``) a Python user imports fine_yolo, before
+or after ultralytics, and the ``fine-yolo`` console script works the same way. :func:`register` applies everything
+at once instead (it imports the patched ultralytics modules); nothing in the package needs to call it.
+
+The hook can never break ultralytics: every failure becomes one warning and ultralytics runs unpatched; the tests
+turn such a warning into a failure, and check every seam's signature (tests/test_hook.py).
 """
 
 import os
 import sys
 
-# What the hook applies, and why: (ultralytics module, glue module whose patch(module) runs right after it, reason).
-# fine_yolo.glue.register() applies the same table eagerly.
+# What the hook applies, and why: (ultralytics module, glue module whose patch(module) runs right after it, the
+# private seams it relies on as `name(signature)` in that module, reason). Every patch is a wrapper that acts for FINE
+# models (and compare's runs) and otherwise calls ultralytics' own function with the same arguments; a user who never
+# builds a FINE model gets ultralytics' behaviour, function for function.
 PATCHES = (
     ("ultralytics.utils.checks", "fine_yolo.glue.bare_names",
-     "bare names of the shipped YAMLs (yolov8s-fine.yaml, fine-synth.yaml) resolve from any directory"),
-    ("ultralytics.utils.checks", "fine_yolo.glue.font",
-     "offline, a local font stands in for the Arial download (online: ultralytics' own behaviour)"),
+     ("check_file(file, suffix='', download=True, download_dir='.', hard=True)",),
+     "bare names of the shipped YAMLs (yolov8s-fine.yaml, fine-synth.yaml) resolve from any directory; any other "
+     "name goes to ultralytics unchanged"),
     ("ultralytics.nn.tasks", "fine_yolo.glue.fine_rows",
-     "FINE rows in model YAMLs; FINE modules allowed in weights_only checkpoint loading"),
-    ("ultralytics.engine.exporter", "fine_yolo.glue.engine_preflight",
-     "format=engine that is bound to fail here stops with one sentence before anything runs"),
+     ("parse_model(d, ch, verbose=True)",),
+     "FINE rows in model YAMLs (a YAML without them goes to ultralytics unchanged); FINE modules allowed in "
+     "weights_only checkpoint loading"),
+    ("ultralytics.engine.exporter", "fine_yolo.glue.export_form",
+     ("Exporter.__call__(self, model)",),
+     "FINE blocks are recorded in their export's form (conv for ONNX/TensorRT, tokens otherwise: OpenVINO's fused "
+     "attention); a model without FINE is exported untouched"),
     ("ultralytics.engine.exporter", "fine_yolo.glue.onnx_order",
-     "FP16 ONNX files of FINE models are written in topological order (valid ONNX)"),
-    ("ultralytics.cfg", "fine_yolo.glue.entrypoint",
-     "the yolo command prints that sentence instead of a traceback"),
+     ("Exporter.export_onnx(*args, **kwargs)",),  # try_export's wrapper; returns the file (or (file, proto) earlier)
+     "FP16 ONNX files of FINE models are written in topological order (valid ONNX); other files are never re-read"),
     ("ultralytics.engine.trainer", "fine_yolo.glue.checkpoints",
-     "checkpoint writes of FINE trainings are atomic (a kill never leaves a truncated last.pt/best.pt)"),
+     ("BaseTrainer.save_model(self)", "BaseTrainer.final_eval(self)",
+      "strip_optimizer(f='best.pt', s='', updates=None)"),
+     "checkpoint writes of FINE trainings and compare's runs are atomic (a kill never leaves a truncated last.pt)"),
 )
-_TARGETS = {target for target, _, _ in PATCHES}
+_TARGETS = {row[0] for row in PATCHES}
 OFF_VALUES = ("0", "false", "no", "off")  # fine_yolo_startup.pth repeats this tuple (a test checks they agree)
 
 
@@ -45,7 +57,7 @@ def apply(fullname: str, module) -> None:
     """Run every patch listed for ultralytics module ``fullname`` on ``module``; a failure is one warning."""
     import importlib
 
-    for target, glue, _ in PATCHES:
+    for target, glue, *_ in PATCHES:
         if target != fullname:
             continue
         try:
@@ -55,7 +67,7 @@ def apply(fullname: str, module) -> None:
 
             warnings.warn(
                 f"fine_yolo could not apply {glue} to {fullname} ({type(e).__name__}: {e}); ultralytics runs without "
-                "it. Use `fine-yolo` instead of `yolo`, or call fine_yolo.register().",
+                "it.",
                 RuntimeWarning,
                 stacklevel=2,
             )
@@ -95,11 +107,21 @@ class _Finder:
         return None
 
 
-def install() -> None:
-    """Install the hook (idempotent). Modules already imported are patched at once."""
-    if not enabled() or any(isinstance(f, _Finder) for f in sys.meta_path):
+def install(force: bool = False) -> None:
+    """Install the hook (idempotent); ``force``: even with ``FINE_YOLO_HOOK`` off (``import fine_yolo`` does this).
+    Modules already imported are patched at once, the others as they load."""
+    if (not force and not enabled()) or any(isinstance(f, _Finder) for f in sys.meta_path):
         return
     for fullname in sorted(_TARGETS):
         if fullname in sys.modules:
             apply(fullname, sys.modules[fullname])
     sys.meta_path.insert(0, _Finder())
+
+
+def register() -> None:
+    """Apply every patch now: :func:`install`, then import each patched ultralytics module."""
+    import importlib
+
+    install(force=True)
+    for fullname in sorted(_TARGETS):
+        importlib.import_module(fullname)

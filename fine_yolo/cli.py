@@ -1,11 +1,12 @@
 """The ``fine-yolo`` console script: FINE's own subcommands, otherwise exactly ``yolo``.
 
-``fine-yolo train model=yolov8s-fine.yaml data=coco.yaml`` behaves like ``yolo train ...`` with FINE registered
-explicitly (useful when the start-up hook is disabled with ``FINE_YOLO_HOOK=0``). FINE's own subcommands take the
-same ``key=value`` arguments as ``yolo`` (:mod:`fine_yolo.args`); each lives in its own module as a ``COMMAND`` and is
-imported only when called, so ``fine-yolo --help`` stays fast. :meth:`fine_yolo.args.Command.main` turns errors into
-messages and exit codes: a :class:`fine_yolo.errors.FineYoloError` becomes ``fine-yolo <name>: <message>`` and its
-``exit_code`` (2 for usage errors, 1 otherwise).
+``fine-yolo train model=yolov8s-fine.yaml data=coco.yaml`` behaves like ``yolo train ...``, and knows FINE even with
+the start-up hook disabled (``FINE_YOLO_HOOK=0``): importing this module imports fine_yolo, which registers FINE.
+FINE's own subcommands take the same ``key=value`` arguments as ``yolo`` (:mod:`fine_yolo.args`); each lives in its
+own module as a ``COMMAND`` and is imported only when called, so ``fine-yolo --help`` stays fast.
+:meth:`fine_yolo.args.Command.main` turns errors into messages and exit codes: a
+:class:`fine_yolo.errors.FineYoloError` becomes ``fine-yolo <name>: <message>`` and its ``exit_code`` (2 for usage
+errors, 1 otherwise).
 """
 
 from __future__ import annotations
@@ -68,10 +69,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     if argv[0] in SUBCOMMANDS:
         return run_subcommand(argv[0], argv[1:])
-    # Everything else is ultralytics' own CLI, with FINE registered first.
-    from fine_yolo.glue import register
-
-    register()
+    # Everything else is ultralytics' own CLI (FINE is registered: this module's package installed the hook).
     from ultralytics.cfg import entrypoint
 
     sys.argv = ["yolo", *argv]

@@ -63,7 +63,7 @@ def onnx_check(doc: dict[str, Any], args: dict[str, Any]) -> str:
     from ultralytics import YOLO
     from ultralytics.utils.torch_utils import get_num_params
 
-    from fine_yolo.analysis.complexity import torch_gflops
+    from fine_yolo.bench.complexity import torch_gflops
 
     seed = doc["settings"]["seeds"][0]
     rows = []
@@ -90,10 +90,8 @@ def run(args: dict[str, Any], extra: dict[str, Any]) -> int:
     """Base training, ``compare``, ONNX check; prints the comparison, its verdicts and the Table-5 rows."""
     from fine_yolo.compare.command import COMMAND as COMPARE
     from fine_yolo.errors import UsageError
-    from fine_yolo.glue import register
     from fine_yolo.models import baseline_name
 
-    register()  # in case the start-up hook is turned off
     try:
         baseline = str(args["baseline"]) or baseline_name(str(args["model"]))
     except ValueError as e:

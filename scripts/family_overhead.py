@@ -3,7 +3,7 @@
     python scripts/family_overhead.py [imgsz=640] [json=out.json]
     python scripts/family_overhead.py help
 
-GFLOPs are counted twice, as ``fine-yolo flops`` does (fine_yolo.analysis.complexity): ultralytics' thop figure
+GFLOPs are counted twice, as ``fine-yolo flops`` does (fine_yolo.bench.complexity): ultralytics' thop figure
 (``info()``, which misses functional attention) and torch's FlopCounterMode with math attention ("attention
 counted"). RT-DETR YAMLs build only through ``ultralytics.RTDETR``, so models are built with fine_yolo.models.build.
 The paper's own overheads are printed where fine_yolo.paper has them (Table 1 at 640; Table 8, VisDrone, gives GFLOPs
@@ -17,8 +17,8 @@ from pathlib import Path
 
 from tqdm import tqdm
 
-from fine_yolo.analysis.complexity import torch_gflops
 from fine_yolo.args import Command, Option
+from fine_yolo.bench.complexity import torch_gflops
 from fine_yolo.models import FINE_MODELS, baseline_name, build, scales
 from fine_yolo.paper import TABLE1, TABLE8, TABLE8_IMGSZ
 from fine_yolo.tables import markdown_table, millions, signed, signed_millions

@@ -16,6 +16,12 @@ os.environ.setdefault("YOLO_AUTOINSTALL", "False")
 os.environ.setdefault("YOLO_CONFIG_DIR", str(_STATE / "config"))
 os.environ.setdefault("MPLBACKEND", "Agg")
 
+# Offline, ultralytics' check_font would try the network for Arial; a stand-in font where it looks first (its
+# USER_CONFIG_DIR, $YOLO_CONFIG_DIR/Ultralytics) keeps every test and its subprocesses off the network.
+from fine_yolo.glue.font import place_fonts  # noqa: E402
+
+place_fonts(Path(os.environ["YOLO_CONFIG_DIR"]) / "Ultralytics")
+
 
 def offline_env(**extra: str) -> dict[str, str]:
     """Environment for subprocesses: offline ultralytics, this session's config dir, plus ``extra``."""

@@ -225,7 +225,7 @@ def test_cli(tmp_path: Path, capsys: pytest.CaptureFixture) -> None:
 
 
 def test_ultralytics_check_det_dataset_generates_on_first_use(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    import ultralytics.data.utils as udu  # its check_font is the glue's: no download attempt (test_yolo_models)
+    import ultralytics.data.utils as udu  # its check_font finds conftest's font: no download attempt
 
     from fine_yolo.glue import register
 

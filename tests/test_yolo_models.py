@@ -4,7 +4,6 @@ checkpoint transfer for every family and task, bare names and alternate spelling
 from __future__ import annotations
 
 import functools
-import os
 from pathlib import Path
 
 import pytest
@@ -338,36 +337,3 @@ def test_fine_row_in_last_position_is_rejected(tmp_path):
     rows = [*V8_HEAD, "[[6, 9], 1, FINE, [1]]"]
     with pytest.raises(FINERowError, match=r"YAML row 24 .*not last"):
         DetectionModel(_yaml(tmp_path, rows), verbose=False)
-
-
-def test_font_lookup_offline_never_downloads_and_online_is_ultralytics(monkeypatch, tmp_path):
-    """Offline (this test session: YOLO_OFFLINE=1), a missing font is matplotlib's DejaVu Sans and nothing touches the
-    network; online, ultralytics' own check_font answers (Arial Unicode for CJK labels), and only when its download
-    returns nothing does the stand-in answer."""
-    import ultralytics.data.utils as data_utils
-    import ultralytics.utils.checks as checks
-    import ultralytics.utils.downloads as downloads
-
-    from fine_yolo.glue import register
-    from fine_yolo.glue.font import wrap_check_font
-
-    register()
-
-    def no_network(*args, **kwargs):
-        raise AssertionError(f"network access: {args}")
-
-    monkeypatch.setattr(downloads, "is_url", no_network)
-    monkeypatch.setattr(downloads, "safe_download", no_network)
-    for check_font in (checks.check_font, data_utils.check_font):  # the module that imported it by name too
-        path = check_font("NoSuchFont-fine-yolo.ttf")
-        assert path.endswith("DejaVuSans.ttf") and os.path.exists(path)
-    # Offline, a font in the config dir is found where ultralytics would find it, without calling the original.
-    (tmp_path / "Local.ttf").write_bytes(b"")
-    offline = wrap_check_font(no_network, tmp_path, online=lambda: False)
-    assert offline("Local.ttf") == str(tmp_path / "Local.ttf")
-    # Online: the original decides, even for a font that is not here (it would download Arial.Unicode.ttf).
-    calls = []
-    online = wrap_check_font(lambda font: calls.append(font) or f"downloaded:{font}", tmp_path, online=lambda: True)
-    assert online("Arial.Unicode.ttf") == "downloaded:Arial.Unicode.ttf" and calls == ["Arial.Unicode.ttf"]
-    failed = wrap_check_font(lambda font: None, tmp_path, online=lambda: True)  # the download failed
-    assert failed("Arial.Unicode.ttf").endswith("DejaVuSans.ttf")

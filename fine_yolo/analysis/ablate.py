@@ -160,9 +160,6 @@ def model_text(model: str) -> str:
     """Text of the model YAML (a path, or a name ultralytics or the shipped FINE YAMLs resolve)."""
     from ultralytics.utils.checks import check_yaml
 
-    from fine_yolo.glue import register
-
-    register()
     if not str(model).endswith((".yaml", ".yml")):
         raise UsageError(f"argument 'model={model}': ablate rewrites a FINE model YAML's rows; give a .yaml")
     # ultralytics' own rule (yaml_model_load): yolov8n-fine.yaml is yolov8-fine.yaml at scale n
@@ -249,7 +246,7 @@ def measure_cost(model: str, imgsz: int) -> dict[str, Any]:
     from ultralytics.utils.torch_utils import get_num_params
 
     from fine_yolo.analysis.attention_cost import block_cost
-    from fine_yolo.analysis.complexity import torch_gflops
+    from fine_yolo.bench.complexity import torch_gflops
     from fine_yolo.models import build
 
     net = build(model).model.eval()

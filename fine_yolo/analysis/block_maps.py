@@ -71,10 +71,8 @@ def load_model(model: str, need_fine: bool = True) -> LoadedModel:
     Raises:
         AnalysisInputError: the model cannot be built, or (``need_fine``) has no FINE block.
     """
-    from fine_yolo.glue import register
     from fine_yolo.models import build
 
-    register()
     try:
         wrapper = build(model)
     except FineYoloError:

@@ -21,7 +21,7 @@ measurements, reported separately:
   (``e2e=False`` skips it; ``e2e_iters`` sets its rounds, default ``iters // 2``).
 
 Output: a progress bar, a markdown table like the paper's Table 1 on stdout (params and GFLOPs counted with
-attention, :mod:`fine_yolo.analysis.complexity`), and a JSON file with the environment (GPU, TensorRT, CUDA, Jetson
+attention, :mod:`fine_yolo.bench.complexity`), and a JSON file with the environment (GPU, TensorRT, CUDA, Jetson
 power mode and clocks, with a warning when they are not locked), every statistic and every raw sample.
 ``baseline=`` defaults to the FINE model's baseline name (``yolov8s-fine.yaml`` -> ``yolov8s.yaml``).
 """
@@ -53,7 +53,7 @@ def _complexity(source: str, imgsz: int) -> tuple[int | None, float | None]:
     """Params and GFLOPs (attention included) for a YAML/.pt source; (None, None) for exported files."""
     if not source.endswith((".yaml", ".yml", ".pt")):
         return None, None
-    from fine_yolo.analysis.complexity import measure
+    from fine_yolo.bench.complexity import measure
 
     c = measure(source, imgsz)
     return c.params, c.gflops_torch
@@ -73,8 +73,6 @@ def run_bench(model: str, baseline: str = "", imgsz: int = 640, format: str = "t
               malloc: str = "steady", threads: int = 0, e2e: bool = True, e2e_iters: int = 0, flops: bool = True,
               out: str = "runs/fine_bench", progress: bool = True) -> dict[str, Any]:
     """Prepare, time and summarize ``baseline`` and ``model``; return the result dict (see module doc)."""
-    from fine_yolo.glue import register
-
     fmt = "engine" if format.lower() in ENGINE_ALIASES else format.lower()
     if fmt not in FORMATS:
         raise BenchArgumentError(f"format={format} is not one of {', '.join(FORMATS)}")
@@ -97,7 +95,6 @@ def run_bench(model: str, baseline: str = "", imgsz: int = 640, format: str = "t
             raise BenchArgumentError(f"format=torch times PyTorch models and {source} is an exported file: use "
                                      "format=onnx or format=engine")
     baseline = baseline or default_baseline(model)
-    register()
     env = environment(device=device)
     env["malloc"] = (steady_malloc() if malloc == "steady" else None) or "default"  # what the process really has
     kw = {"imgsz": imgsz, "device": device, "half": half, "int8": int8, "data": data, "workspace": workspace,

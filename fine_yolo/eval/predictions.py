@@ -43,10 +43,7 @@ def val_predictions(
     ``map50_95``/``map50`` ultralytics' own box mAPs of this val. ``val_args`` go to ``YOLO.val`` unchanged (e.g.
     ``workers=0``, ``half=True``). Reruns with the same ``project``/``name`` overwrite the folder's results.
     """
-    import fine_yolo.glue
-
-    fine_yolo.glue.register()  # FINE checkpoints unpickle even with the start-up hook off
-    from ultralytics import YOLO
+    from ultralytics import YOLO  # FINE checkpoints unpickle even with the start-up hook off: fine_yolo is imported
 
     fixed = sorted(set(val_args) & RESERVED)
     if fixed:

@@ -3,18 +3,19 @@
 Everything is ultralytics' exporter (``YOLO(model).export(**kwargs)``); this wrapper adds only what FINE users need
 on top of it:
 
-* FINE is registered first, so ``model=yolov8s-fine.yaml`` works with the start-up hook disabled.
+* ``model=yolov8s-fine.yaml`` works with the start-up hook disabled (importing fine_yolo registers FINE).
 * ``format=engine`` (TensorRT; ``half=True`` FP16, ``int8=True data=<dataset YAML>`` INT8 calibration, ``workspace=``
   GiB, ``device=dla:0`` DLA) is checked *before* anything runs: without a CUDA GPU, without the ``tensorrt`` package,
   or with a DLA core the GPU does not have, it ends with one sentence saying so and what to run instead (ultralytics
-  would raise ``Invalid CUDA 'device=0' requested`` or try to pip-install TensorRT). Then the ONNX graph is exported
+  would raise ``Invalid CUDA 'device=0' requested`` or try to pip-install TensorRT; plain ``yolo export format=engine``
+  keeps that upstream behaviour, for FINE models too). Then the ONNX graph is exported
   and put through the offline TensorRT 10.3 check (:mod:`fine_yolo.export.trt_check`) so an incompatible graph fails
   in seconds, not after a long engine build. ``plain=True`` also writes the bare engine (``.plan``, header removed)
   that ``trtexec --loadEngine`` accepts.
 * ``format=onnx`` runs the same offline check on the result and prints it. ultralytics' CPU FP16 conversion
   (``onnxruntime.transformers.float16``, ``keep_io_types=True``) appends the input/output Casts at the end of the node
   list, which ``onnx.checker`` rejects as not topologically sorted; for FINE models the glue's
-  ``Exporter.export_onnx`` wrapper re-sorts the nodes (same graph, :mod:`fine_yolo.export.onnx_order`) so the file is
+  ``Exporter.export_onnx`` wrapper re-sorts the nodes (same graph, :mod:`fine_yolo.glue.onnx_order`) so the file is
   valid ONNX, for ``yolo export`` too.
 * ``half=`` / ``int8=`` are passed as ultralytics 8.4's ``quantize=16|8`` when that argument exists (no deprecation
   warning), as themselves on older releases.
@@ -82,9 +83,6 @@ def export_model(model: str, format: str = "onnx", check: bool = True, plain: bo
         ExportCheckError: ``format=engine`` and the ONNX graph fails the offline check.
         ExportArgumentError: ``int8`` without ``data``.
     """
-    from fine_yolo.glue import register
-
-    register()
     fmt = str(format).lower()
     is_engine = fmt in ENGINE_ALIASES
     if is_engine:

@@ -82,9 +82,6 @@ def run_int8(model: str, data: str, imgsz: int = 640, runtimes: tuple[str, ...] 
         quantize_openvino,
         trt_layer_precisions,
     )
-    from fine_yolo.glue import register
-
-    register()
     if engine:
         from fine_yolo.export.preflight import engine_preflight
 

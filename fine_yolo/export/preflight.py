@@ -3,8 +3,8 @@ unless CUDA is present).
 
 ``format=engine`` needs an NVIDIA GPU, CUDA and the TensorRT Python package (and, for ``device=dla:N``, a GPU with
 that DLA core). Where one is missing, :func:`engine_preflight` raises :class:`EngineUnavailableError` with one
-sentence saying why and what to run instead — used by ``fine-yolo export`` and, through the start-up hook, by
-``yolo export format=engine``.
+sentence saying why and what to run instead — used by ``fine-yolo export``, ``fine-yolo bench`` and ``fine-yolo int8``
+(plain ``yolo export format=engine`` is ultralytics' own, unpatched).
 """
 
 from __future__ import annotations

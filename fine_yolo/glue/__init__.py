@@ -1,18 +1,13 @@
 """The glue that teaches an unmodified ultralytics about FINE: one small module per patched seam.
 
 Each module wraps one ultralytics function through ``patch(module)`` and says in its docstring what it changes and
-for whom; the list of patches and their reasons is :data:`fine_yolo._hook.PATCHES`, which the start-up hook applies
-as ultralytics loads each module, and :func:`register` applies eagerly.
+for whom (FINE models, and compare's runs; everyone else gets ultralytics' own function's result); the list of
+patches, the seams they rely on and their reasons is :data:`fine_yolo._hook.PATCHES`, which the hook applies as
+ultralytics loads each module (``import fine_yolo`` installs it). :func:`register` applies them all at once.
 """
 
 from __future__ import annotations
 
+from fine_yolo._hook import register
 
-def register() -> None:
-    """Make ultralytics FINE-aware in this process (idempotent; imports the patched ultralytics modules)."""
-    import importlib
-
-    from fine_yolo._hook import PATCHES
-
-    for target, glue, _ in PATCHES:
-        importlib.import_module(glue).patch(importlib.import_module(target))
+__all__ = ["register"]

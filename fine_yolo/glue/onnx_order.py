@@ -1,7 +1,9 @@
 """Patch of ``ultralytics.engine.exporter.Exporter.export_onnx``: a FINE model's ONNX file is valid ONNX.
 
-ultralytics' CPU FP16 conversion leaves the nodes out of topological order (:mod:`fine_yolo.export.onnx_order`).
-The wrapper re-sorts the file only when the exported model contains FINE and the export is FP16 — the files this
+ultralytics' CPU FP16 conversion (``onnxruntime.transformers.float16``, ``keep_io_types=True``) appends the
+input/output Casts after the nodes that read them, which ``onnx.checker`` rejects; a stable topological re-sort
+(:func:`toposort_onnx`) gives the same graph, valid, and leaves a graph already in order untouched. The wrapper
+re-sorts the file only when the exported model contains FINE and the export is FP16 — the files this
 package is responsible for and the case that needs it; every other export (every non-FINE model in the environment)
 is written by ultralytics alone and never re-read.
 """
@@ -13,6 +15,46 @@ from types import ModuleType
 from typing import Callable
 
 from fine_yolo.glue._wrap import wrap_once
+
+
+def toposort_onnx(model) -> bool:
+    """Sort ``model.graph.node`` topologically in place (stable); return whether the order changed."""
+    graph = model.graph
+    known = {i.name for i in graph.input} | {t.name for t in graph.initializer} | {""}
+    pending = list(graph.node)
+    ordered = []
+    while pending:
+        rest = []
+        for node in pending:
+            if all(i in known for i in node.input):
+                ordered.append(node)
+                known.update(node.output)
+            else:
+                rest.append(node)
+        if len(rest) == len(pending):  # a cycle or a dangling input: leave the graph as it is, the checker reports it
+            return False
+        pending = rest
+    if [id(n) for n in ordered] == [id(n) for n in graph.node]:
+        return False
+    copies = [type(n)() for n in ordered]
+    for c, n in zip(copies, ordered):
+        c.CopyFrom(n)
+    del graph.node[:]
+    graph.node.extend(copies)
+    return True
+
+
+def repair_onnx_order(path: Path) -> bool:
+    """Re-sort the nodes of the ONNX file at ``path`` in place when they are out of order; return whether it was."""
+    import onnx
+
+    if path.suffix != ".onnx" or not path.is_file():
+        return False
+    proto = onnx.load(str(path), load_external_data=False)  # tensors stay where they are
+    if not toposort_onnx(proto):
+        return False
+    onnx.save(proto, str(path))
+    return True
 
 
 def _has_fine(model) -> bool:
@@ -32,8 +74,6 @@ def wrap_export_onnx(original: Callable) -> Callable:
     def export_onnx(self, *args, **kwargs):
         result = original(self, *args, **kwargs)  # a path, or (path, proto) on older releases
         if _is_half(self.args) and _has_fine(getattr(self, "model", None)):
-            from fine_yolo.export.onnx_order import repair_onnx_order
-
             repair_onnx_order(Path(result if isinstance(result, (str, Path)) else result[0]))
         return result
 
