@@ -10,8 +10,8 @@ each is paired with that comparison's baseline arm (``baseline_eval=`` its ``PRO
     sharp       the identity start, with W_Q, b_Q and W_K scaled by 4.5 so the attention logits spread by ~1
                 instead of ~0.05 (near-uniform softmax)
 
-    python scripts/fine_synth_init_experiment.py run variant=default base=BASE.pt out=runs/why/init
-    python scripts/fine_synth_init_experiment.py report variant=default out=runs/why/init baseline_eval=P/eval
+    python research/fine_synth_init_experiment.py run variant=default base=BASE.pt out=runs/why/init
+    python research/fine_synth_init_experiment.py report variant=default out=runs/why/init baseline_eval=P/eval
 
 The variants change FINE only inside this process (a patched constructor), never in the package. Cost: about
 2.5 minutes a run on a quiet 2-core CPU.
@@ -111,14 +111,14 @@ COMMAND = Command(
         "conf": Option(0.1, "report: confidence threshold of the TP/FP/FN counts"),
     },
     run=lambda a, e: 0,
-    example="python scripts/fine_synth_init_experiment.py run variant=sharp base=runs/measure/base/weights/best.pt",
+    example="python research/fine_synth_init_experiment.py run variant=sharp base=runs/measure/base/weights/best.pt",
     description=__doc__.split("\n\n")[0],
 )
 
 
 def main(argv: list[str]) -> int:
     if not argv or argv[0] not in ("run", "report") or COMMAND.wants_help(argv):
-        print(__doc__ + "\n" + COMMAND.usage("python scripts/fine_synth_init_experiment.py run|report"))
+        print(__doc__ + "\n" + COMMAND.usage("python research/fine_synth_init_experiment.py run|report"))
         return 0 if argv and COMMAND.wants_help(argv) else 2
     args, _ = COMMAND.parse(argv[1:])
     (run if argv[0] == "run" else report)(args)

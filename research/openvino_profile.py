@@ -1,6 +1,6 @@
 """Where FINE's milliseconds go in OpenVINO's CPU plugin: PERF_COUNT profiles of a baseline and its FINE model.
 
-    python scripts/openvino_profile.py models=yolov8s,yolov10s,yolo12s imgsz=640 threads=2 precision=default,f32
+    python research/openvino_profile.py models=yolov8s,yolov10s,yolo12s imgsz=640 threads=2 precision=default,f32
 
 For each pair, ultralytics exports both models to OpenVINO IR (FP32 weights, static shape) under ``out``; each IR
 is compiled with ``PERF_COUNT`` at each precision and profiled (:func:`fine_yolo.export.openvino.profile`, median
@@ -107,8 +107,8 @@ COMMAND = Command(
         "out": Option("runs/openvino_profile", "IR and JSON folder"),
     },
     run=_run,
-    example="python scripts/openvino_profile.py models=yolov8s precision=default",
+    example="python research/openvino_profile.py models=yolov8s precision=default",
 )
 
 if __name__ == "__main__":
-    sys.exit(COMMAND.main(sys.argv[1:], "python scripts/openvino_profile.py"))
+    sys.exit(COMMAND.main(sys.argv[1:], "python research/openvino_profile.py"))

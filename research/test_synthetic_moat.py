@@ -5,9 +5,9 @@ from __future__ import annotations
 
 import numpy as np
 import pytest
+from synthetic_moat import MoatSettingsError, _item_boxes, generate_moat, render_moat
 
 from fine_yolo.data.synthetic import PAD, render
-from fine_yolo.data.synthetic_moat import MoatSettingsError, _item_boxes, generate_moat, render_moat
 
 
 @pytest.mark.parametrize("index", [0, 1, 5])

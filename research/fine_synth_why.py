@@ -1,8 +1,8 @@
 """The "why" measurements of docs/fine_synth_study.md (issue 9 §4), on trained checkpoints of fine-synth runs.
 
-    python scripts/fine_synth_why.py rf model=BASE.pt [layers=4,15] [images=20] [root=DATASET_DIR]
-    python scripts/fine_synth_why.py activity model=FINE.pt [images=40] [root=DATASET_DIR]
-    python scripts/fine_synth_why.py movement model=FINE.pt seed=S [pretrained=BASE.pt]
+    python research/fine_synth_why.py rf model=BASE.pt [layers=4,15] [images=20] [root=DATASET_DIR]
+    python research/fine_synth_why.py activity model=FINE.pt [images=40] [root=DATASET_DIR]
+    python research/fine_synth_why.py movement model=FINE.pt seed=S [pretrained=BASE.pt]
 
 ``rf`` — where a P3 feature looks. For up to 3 labelled objects per val image, the gradient of the L2 norm of the
 feature vector at the object's cell (layer ``l``'s output) with respect to the input image, |.| summed over RGB, is
@@ -201,14 +201,14 @@ COMMAND = Command(
         "pretrained": Option("", "movement: the run's pretrained= checkpoint"),
     },
     run=lambda a, e: 0,
-    example="python scripts/fine_synth_why.py rf model=runs/fine_demo/base/weights/best.pt",
+    example="python research/fine_synth_why.py rf model=runs/fine_demo/base/weights/best.pt",
     description=__doc__.split("\n\n")[0],
 )
 
 
 def main(argv: list[str]) -> int:
     if not argv or argv[0] not in ("rf", "activity", "movement") or COMMAND.wants_help(argv):
-        print(__doc__ + "\n" + COMMAND.usage("python scripts/fine_synth_why.py rf|activity|movement"))
+        print(__doc__ + "\n" + COMMAND.usage("python research/fine_synth_why.py rf|activity|movement"))
         return 0 if argv and COMMAND.wants_help(argv) else 2
     args, _ = COMMAND.parse(argv[1:])
     if argv[0] == "rf":

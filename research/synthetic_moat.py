@@ -1,7 +1,7 @@
 """``fine-synth-moat``: a mechanism test for FINE — fine-synth with the deciding context pushed away from the object.
 
 In ``fine-synth`` the class of a blob is readable just outside its 3 px pad: the 41 x 41 window around it is one
-context region. Measured on a trained yolov8n (``scripts/fine_synth_why.py rf``), the backbone's stride-8 feature at
+context region. Measured on a trained yolov8n (``research/fine_synth_why.py rf``), the backbone's stride-8 feature at
 an object's cell already puts 21% of its input-gradient mass in that ring (11-20 px from the centre) and the neck's
 P3 output 21%, so the baseline does not need cross-level attention to see the cue, and fine-synth cannot show what
 FINE's mechanism adds.
@@ -113,7 +113,7 @@ def generate_moat(root: str | Path, seed: int = 0, n_train: int = 160, n_val: in
                 (root / "labels" / split / f"{name}.txt").write_text(format_labels(labels), encoding="ascii")
                 bar.update(1)
     names = "".join(f"  {i}: {n}\n" for i, n in enumerate(CLASS_NAMES))
-    data_yaml.write_text(f"# {VARIANT}: mechanism test, see fine_yolo/data/synthetic_moat.py\npath: {root}\n"
+    data_yaml.write_text(f"# {VARIANT}: mechanism test, see research/synthetic_moat.py\npath: {root}\n"
                          f"train: images/train\nval: images/val\nnames:\n{names}")
     tmp = root / f"{MANIFEST}.tmp"
     tmp.write_text(json.dumps(params, indent=2) + "\n")
@@ -137,7 +137,7 @@ COMMAND = Command(
         "radius": Option(DEFAULT_RADIUS, "moat half-width in px: no context pixel nearer than this to an item"),
     },
     run=_run,
-    example="python -m fine_yolo.data.synthetic_moat out=datasets/fine-synth-moat radius=20",
+    example="python research/synthetic_moat.py out=datasets/fine-synth-moat radius=20",
     description=__doc__.split("\n\n")[1],
 )
 
@@ -145,4 +145,4 @@ COMMAND = Command(
 if __name__ == "__main__":
     import sys
 
-    sys.exit(COMMAND.main(sys.argv[1:], "python -m fine_yolo.data.synthetic_moat"))
+    sys.exit(COMMAND.main(sys.argv[1:], "python research/synthetic_moat.py"))
