@@ -1,9 +1,14 @@
-"""Every new FINE family and task through the plain ``yolo`` command in fresh processes: one training epoch on a tiny
-fine-synth dataset of its task, validated on its best.pt at the end of training, then ``yolo predict`` on that best.pt
-in a fresh process (yolov8n-fine detection, with a separate ``yolo val``: tests/test_cli_e2e.py)."""
+"""Every new FINE family and task trained for one epoch on a tiny fine-synth dataset of its task, validated on its
+best.pt at the end of training, then loaded from that best.pt in a fresh process to predict.
+
+One fresh Python process trains the 17 YOLO models in turn (``train_many.py``: what the test is about is the training
+loop, and a process start per model cost ~4 s of CPU each), a second one predicts with them; RT-DETR goes through the
+plain ``yolo train`` / ``yolo predict`` commands, which pick ``RTDETR`` by the model's name (yolov8n-fine detection
+through ``yolo train``, ``val`` and ``predict``: tests/test_cli_e2e.py)."""
 
 from __future__ import annotations
 
+import json
 import shutil
 import subprocess
 import sys
@@ -24,12 +29,32 @@ def _script(name: str) -> str:
 
 
 YOLO = _script("yolo")
+TRAIN_MANY = Path(__file__).with_name("train_many.py")
 IMGSZ = 64  # P5 is 2x2: both FINE stages still hold whole AATS cells
 RTDETR_IMGSZ = 128  # RT-DETR's decoder picks 300 queries from the anchors: it needs >= 300 (336 at 128)
+N_VAL = 2
 
 # One model per family and task at its smallest scale (yolov9t for YOLOv9, rtdetr-l for RT-DETR).
 TRAINED = list({(m.family, m.task): scales(name)[0] for name, m in reversed(FINE_MODELS.items())
                 if (m.family, m.task) != ("YOLOv8", "detect")}.values())[::-1]
+BY_CLI = [n for n in TRAINED if is_rtdetr(n)]  # through the `yolo` command
+IN_PROCESS = [n for n in TRAINED if not is_rtdetr(n)]  # in one process
+
+
+def _file(model_name: str) -> str:
+    return next(name for name in FINE_MODELS if model_name in scales(name))
+
+
+def _task(model_name: str) -> str:
+    return FINE_MODELS[_file(model_name)].task
+
+
+def _imgsz(model_name: str) -> int:
+    return RTDETR_IMGSZ if is_rtdetr(model_name) else IMGSZ
+
+
+def _stem(model_name: str) -> str:
+    return Path(model_name).stem
 
 
 def run(cmd: list[str], cwd: Path) -> str:
@@ -45,40 +70,91 @@ def datasets(tmp_path_factory) -> dict[str, Path]:
     root = tmp_path_factory.mktemp("synth")
     out = {}
     for task in ("detect", "segment", "pose", "obb", "semantic"):
-        generate(root / task, seed=0, n_train=4, n_val=2, imgsz=128, task=task, verbose=False)
+        generate(root / task, seed=0, n_train=4, n_val=N_VAL, imgsz=128, task=task, verbose=False)
         out[task] = write_data_yaml(root / task, task)
     return out
 
 
-def _file(model_name: str) -> str:
-    return next(name for name in FINE_MODELS if model_name in scales(name))
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory, datasets) -> Path:
+    """One epoch of every model in TRAINED; per model ``project/<stem>/`` (the run), ``<stem>.log`` (what it logged)
+    and ``<stem>.json`` (whether training raised, with the traceback)."""
+    project = tmp_path_factory.mktemp("train")
+    runs = [{"model": n, "data": str(datasets[_task(n)]), "imgsz": _imgsz(n), "epochs": 1, "batch": 2, "workers": 0,
+             "amp": False, "device": "cpu", "plots": False, "project": str(project), "name": _stem(n),
+             "exist_ok": True} for n in TRAINED]
+    spec = project / "train.json"
+    spec.write_text(json.dumps({"runs": [r for r in runs if r["model"] in IN_PROCESS]}))
+    run([sys.executable, str(TRAIN_MANY), "train", str(spec)], project)
+    for r in runs:
+        if r["model"] in BY_CLI:
+            argv = [YOLO, "train", *(f"{k}={v}" for k, v in r.items())]
+            proc = subprocess.run(argv, cwd=project, env=offline_env(), capture_output=True, text=True, timeout=900)
+            (project / f"{r['name']}.log").write_text(proc.stdout + proc.stderr)
+            error = None if proc.returncode == 0 else f"{' '.join(argv)}: exit {proc.returncode}"
+            (project / f"{r['name']}.json").write_text(json.dumps({"ok": error is None, "error": error}))
+    return project
+
+
+@pytest.fixture(scope="module")
+def predicted(trained, datasets) -> Path:
+    """Each trained best.pt loaded in a fresh process (the start-up hook reads FINE back from the pickle) to predict
+    on its dataset's 2 val images: ``<stem>.predict.json`` (task outputs' shapes) or ``<stem>.predict.log``."""
+    runs = [{"weights": str(trained / _stem(n) / "weights" / "best.pt"),
+             "out": str(trained / f"{_stem(n)}.predict.json"),
+             "source": str(datasets[_task(n)].parent / "images" / "val"),
+             "imgsz": IMGSZ, "device": "cpu", "conf": 0.001, "max_det": 10, "verbose": False}
+            for n in IN_PROCESS if json.loads((trained / f"{_stem(n)}.json").read_text())["ok"]]
+    spec = trained / "predict.json"
+    spec.write_text(json.dumps({"runs": runs}))
+    run([sys.executable, str(TRAIN_MANY), "predict", str(spec)], trained)
+    for n in BY_CLI:
+        best = trained / _stem(n) / "weights" / "best.pt"
+        if best.is_file():
+            source = datasets[_task(n)].parent / "images" / "val"
+            out = run([YOLO, "predict", f"model={best}", f"source={source}", f"imgsz={_imgsz(n)}", "device=cpu",
+                       f"project={trained}", "name=predict", "exist_ok=True"], trained)
+            (trained / f"{_stem(n)}.predict.log").write_text(out)
+    return trained
 
 
 def test_every_new_family_and_task_is_trained():
-    assert {(FINE_MODELS[_file(n)].family, FINE_MODELS[_file(n)].task) for n in TRAINED} == {
+    assert {(FINE_MODELS[_file(n)].family, _task(n)) for n in TRAINED} == {
         (m.family, m.task) for m in FINE_MODELS.values()} - {("YOLOv8", "detect")}
-    assert len(TRAINED) == 18
+    assert len(TRAINED) == 18 and BY_CLI == ["rtdetr-l-fine.yaml"]
+
+
+# The task outputs a Results object of each task holds, with the trailing dims of their data tensors (masks at the
+# network's input size, the semantic map at the image's).
+OUTPUTS = {"detect": {"boxes": [6]}, "segment": {"boxes": [6], "masks": [IMGSZ, IMGSZ]},
+           "pose": {"boxes": [6], "keypoints": [5, 3]}, "obb": {"obb": [7]}, "semantic": {"semantic_mask": [128, 128]}}
 
 
 @pytest.mark.slow
 @pytest.mark.parametrize("model_name", TRAINED)
-def test_yolo_train_val_predict(tmp_path, datasets, model_name):
-    task = FINE_MODELS[_file(model_name)].task
-    data = datasets[task]
-    imgsz = RTDETR_IMGSZ if is_rtdetr(model_name) else IMGSZ
-    common = [f"data={data}", f"imgsz={imgsz}", "device=cpu", "plots=False", f"project={tmp_path}", "exist_ok=True"]
-    out = run([YOLO, "train", f"model={model_name}", "epochs=1", "batch=2", "workers=0", "amp=False", *common,
-         "name=train"], tmp_path)
-    best = tmp_path / "train" / "weights" / "best.pt"
+def test_one_epoch_trains_validates_best_pt_and_predicts_in_a_fresh_process(predicted, model_name):
+    stem, task = _stem(model_name), _task(model_name)
+    status = json.loads((predicted / f"{stem}.json").read_text())
+    log = (predicted / f"{stem}.log").read_text()
+    assert status["ok"], f"{status['error']}\n{log[-3000:]}"
+    best = predicted / stem / "weights" / "best.pt"
     ckpt = torch.load(best, map_location="cpu", weights_only=False)
     fines = [m for m in (ckpt.get("ema") or ckpt["model"]).modules() if type(m).__name__ == "FINE"]
     assert len(fines) == 2  # the trained checkpoint holds both FINE blocks (pickled whole, read back by the hook)
-    assert ckpt["train_args"]["task"] == task
+    assert ckpt["train_args"]["task"] == task and ckpt["train_args"]["epochs"] == 1
     # ultralytics' end-of-training validation loads best.pt and runs the task's validator on it: the same code path as
-    # a separate `yolo val`, without paying another process start per model (the fresh-process load is `predict`'s)
-    final = out[out.index(f"Validating {best}"):]
-    assert "all" in final or "mIoU" in final, final[-2000:]
-    source = data.parent / "images" / "val"
-    out = run([YOLO, "predict", f"model={best}", f"source={source}", f"imgsz={imgsz}", "device=cpu",
-               f"project={tmp_path}", "name=predict", "exist_ok=True"], tmp_path)
-    assert "image 2/2" in out, out[-2000:]  # both val images went through the FINE checkpoint
+    # a separate `yolo val`, without paying another process start per model (the fresh-process load is predict's)
+    final = log[log.index(f"Validating {best}"):]
+    assert ("all" in final and f" {N_VAL} " in final) or "mIoU" in final, final[-2000:]
+    if model_name in BY_CLI:
+        assert "image 2/2" in (predicted / f"{stem}.predict.log").read_text()
+        return
+    pred = json.loads((predicted / f"{stem}.predict.json").read_text())
+    assert pred["ok"], pred.get("error")
+    assert len(pred["results"]) == N_VAL  # both val images went through the FINE checkpoint
+    for r in pred["results"]:
+        assert r["orig_shape"] == [128, 128]
+        got = {k: v for k, v in r.items() if k != "orig_shape"}
+        assert set(got) == set(OUTPUTS[task]), got
+        for key, trailing in OUTPUTS[task].items():
+            assert got[key][len(got[key]) - len(trailing):] == trailing, (key, got[key])
