@@ -16,6 +16,7 @@ from fine_yolo.compare.metrics import METRIC_NAMES
 from fine_yolo.compare.plan import make_plan
 from fine_yolo.compare.report import markdown, pilot_sd, plan_seeds, plan_text, summarize, write
 from fine_yolo.compare.stats import holm, mdd, paired, power, secondary_verdict, seeds_needed
+from fine_yolo.errors import UsageError
 
 
 def _power_by_integration(dz: float, n: int, alpha: float = 0.05) -> float:
@@ -254,6 +255,27 @@ def test_plan_seeds_reads_the_sd_of_a_finished_pilot(tmp_path):
     with pytest.raises(ValueError, match="compare.json does not exist \\(give sd=\\)"):
         plan_seeds("AP50:95", 0.8, 0.0, tmp_path / "nowhere")
     s1 = summarize(_plan(tmp_path, seeds=(0,)), _results(seeds=(0,)))
-    write(tmp_path / "one", {"metrics": s1}, "") if (tmp_path / "one").mkdir() is None else None
+    (tmp_path / "one").mkdir()
+    write(tmp_path / "one", {"metrics": s1}, "")
     with pytest.raises(ValueError, match="has no spread of paired differences to plan from \\(1 complete seed"):
         pilot_sd(tmp_path / "one")
+
+
+# ---------------------------------------------------------------------------------------------------------- command
+
+
+def test_plan_only_prints_the_seeds_needed_and_trains_nothing(tmp_path, capsys):
+    from fine_yolo.compare.command import COMMAND
+
+    base = ["model=yolov8n-fine.yaml", "data=d.yaml", f"project={tmp_path / 'p'}", "plan_only=True"]
+    assert COMMAND.run(*COMMAND.parse([*base, "effect=0.8", "sd=0.6"])) == 0
+    assert "needs 7 seeds for 80% power" in capsys.readouterr().out
+    assert not (tmp_path / "p").exists()
+    (tmp_path / "p").mkdir()
+    write(tmp_path / "p", {"metrics": summarize(_plan(tmp_path), _results())}, "")
+    assert COMMAND.run(*COMMAND.parse(base)) == 0  # effect 0.8 (default), sd 0.5 read from the pilot
+    assert "SD 0.5 points of the paired differences (observed over 3 seeds in" in capsys.readouterr().out
+    with pytest.raises(UsageError, match="'sd=-0.1' must be a positive SD"):
+        COMMAND.run(*COMMAND.parse([*base, "sd=-0.1"]))
+    with pytest.raises(UsageError, match="'primary=mAP' must be one of AP50:95, AP50, AP75, APs, APm, APl, TP, FP"):
+        COMMAND.parse([*base, "primary=mAP"])

@@ -18,6 +18,7 @@ from pathlib import Path
 from typing import Any
 
 from fine_yolo.args import Command, Option, split_list
+from fine_yolo.compare.metrics import DEFAULT_PRIMARY, METRIC_NAMES
 from fine_yolo.errors import UsageError
 
 DESCRIPTION = """\
@@ -69,6 +70,14 @@ def _require_hook() -> None:
 
 def run(args: dict[str, Any], extra: dict[str, Any]) -> int:
     """Plan, train (or print with ``dry_run``), evaluate, report."""
+    if args["plan_only"]:  # seeds needed for a difference: no plan, no training
+        from fine_yolo.compare.report import plan_seeds
+
+        try:
+            print(plan_seeds(str(args["primary"]), args["effect"], args["sd"], Path(str(args["project"]))))
+        except ValueError as e:
+            raise UsageError(str(e)) from None
+        return 0
     from fine_yolo.compare.plan import make_plan
     from fine_yolo.models import baseline_name
 
@@ -123,7 +132,7 @@ def compare(plan, args: dict[str, Any], device: str) -> int:
         results[spec.name] = {**evaluate_run(spec, settings, plan.project / "eval", eval_device,
                                                            spec.args.get("workers")),
                               "curve": read_curve(spec.run_dir)}
-    summary = summarize(plan, results)
+    summary = summarize(plan, results, primary=str(args["primary"]), effect=float(args["effect"]))
     title = str(args["title"]) or f"{Path(plan.model).stem} vs {Path(plan.baseline).stem}"
     md = markdown(plan, summary, results, title)
     document = {
@@ -139,7 +148,8 @@ def compare(plan, args: dict[str, Any], device: str) -> int:
         plot_curves(curves, labels, plan.project / "curves.png", f"{title}: validation mAP50-95 per epoch"),
         plot_differences(summary, [("AP points", ("AP50:95", "AP50", "AP75", "APs", "APm", "APl")),
                                    ("boxes", ("TP", "FP", "FN"))], plan.project / "differences.png",
-                         f"{title}: FINE - baseline per seed, mean and 95% t-interval over {len(plan.seeds)} seeds"),
+                         f"{title}: FINE - baseline per seed and mean over {len(plan.seeds)} seeds; {args['primary']}: "
+                         "95% t-interval, others: Bonferroni-widened"),
     ]
     print(f"\n{md}\nWritten: {md_path}, {json_path}, {', '.join(map(str, pngs))}")
     return 0
@@ -156,7 +166,10 @@ def settings_record(plan, args: dict[str, Any], report) -> dict[str, Any]:
         "model": plan.model, "baseline": plan.baseline, "seeds": plan.seeds, "project": str(plan.project),
         "train_args": {k: v for k, v in plan.runs[0].args.items() if k not in ("model", "seed", "name")},
         "eval": {k: args[k] for k in ("split", "conf", "iou")}, "device": str(args["device"]),
-        "interval": "two-sided 95% Student t-interval of the mean paired difference over seeds (n - 1 dof)",
+        "interval": "primary metric: two-sided 95% Student t-interval of the mean paired difference over seeds "
+                    "(n - 1 dof); secondary metrics: Bonferroni-widened (1 - 0.05/m) t-intervals and paired t-test "
+                    "p-values Holm-adjusted over the m secondary metrics with a value",
+        "primary": str(args["primary"]),
         "versions": {"fine_yolo": version("fine-yolo"), "ultralytics": ultralytics.__version__,
                      "torch": torch.__version__, "python": sys.version.split()[0]},
         "this_invocation": {"trained": report.trained, "resumed": report.resumed, "skipped": report.skipped,
@@ -182,6 +195,12 @@ COMMAND = Command(
         "iou": Option(0.5, "IoU threshold of the TP/FP/FN counts"),
         "title": Option("", "report title (default: '<model> vs <baseline>')"),
         "dry_run": Option(False, "print each run's `yolo train` command and train nothing"),
+        "primary": Option(DEFAULT_PRIMARY, "the metric that gets the verdict; the others get Holm-adjusted p-values",
+                          choices=METRIC_NAMES),
+        "plan_only": Option(False, "print the seeds `effect` needs for 80% power given `sd` (or project='s "
+                                   "finished comparison) and train nothing"),
+        "effect": Option(0.8, "true difference to plan for, in the primary's printed unit (0.8: the paper's v8s AP)"),
+        "sd": Option(0.0, "SD of the paired differences for plan_only (primary's unit; 0: read it from project=)"),
     },
     run=run,
     example="fine-yolo compare model=yolov8n-fine.yaml data=fine-synth.yaml seeds=5 epochs=60 imgsz=256 device=cpu",
