@@ -2,13 +2,16 @@
 
 For each seed both arms are trained with identical ``yolo train`` arguments (see :mod:`fine_yolo.compare.plan`),
 each ``best.pt`` is evaluated with pycocotools and the error counts (:mod:`fine_yolo.compare.evaluate`), and the
-paired differences FINE - baseline are summarised with a 95% t-interval over seeds and one verdict sentence per metric
-(:mod:`fine_yolo.compare.stats`). Everything lands under ``project/``: ``runs/`` (ultralytics' run directories),
-``eval/``, ``logs/``, ``compare.json``, ``compare.md``, ``curves.png`` and ``differences.png``.
+paired differences FINE - baseline are summarised over the complete seed pairs (:mod:`fine_yolo.compare.stats`): the
+primary metric (``primary=``) gets the verdict with its 95% t-interval and the minimum detectable difference, every
+other metric a Holm-adjusted p-value and a Bonferroni-widened interval. Everything lands under ``project/``:
+``runs/`` (ultralytics' run directories), ``eval/``, ``logs/``, ``compare.json``, ``compare.md``, ``curves.png`` and
+``differences.png``.
 
 A rerun with the same settings trains nothing and only evaluates what is new and reports; an interrupted run resumes;
 a run whose settings changed is moved to ``runs/stale/`` and trained again (:mod:`fine_yolo.compare.runner`).
-``dry_run=True`` prints every run's plain ``yolo train`` command (for a cluster scheduler) and trains nothing.
+``dry_run=True`` prints every run's plain ``yolo train`` command (for a cluster scheduler) and trains nothing;
+``plan_only=True`` prints the seeds a difference ``effect=`` needs given ``sd=`` (or a finished pilot's SD).
 """
 
 from __future__ import annotations
@@ -24,8 +27,11 @@ from fine_yolo.errors import UsageError
 DESCRIPTION = """\
 Trains `baseline` and `model` once per seed with identical settings (same seed, data order and baseline initial
 weights: FINE starts as the identity), evaluates every best.pt with pycocotools (AP50:95 ... APl) and the paper's
-error counts (TP/FP/FN at conf=0.5, iou=0.5), and reports per-seed values and the mean paired difference with its
-95% t-interval over seeds. A difference whose interval contains 0 is reported as no measurable difference.
+error counts (TP/FP/FN at conf=0.5, iou=0.5), and reports per-seed values and mean paired differences. One metric
+(primary=, AP50:95) gets the verdict, from its 95% t-interval over seeds; the other 11 get Holm-adjusted p-values
+and Bonferroni-widened intervals; then the minimum detectable difference (80% power) at this number of seeds. A
+difference whose interval contains 0 is reported as no measurable difference. plan_only=True effect=0.8 sd=0.6
+prints the seeds needed and trains nothing (without sd=, it reads the SD from project='s finished comparison).
 pretrained=base.pt starts both arms from a baseline checkpoint (the cheap path for users with official weights).
 device=0,1,2,3 runs one training per GPU at a time; devices_per_run=2 makes each run DDP on a pair.
 Reruns skip finished runs and resume interrupted ones."""
