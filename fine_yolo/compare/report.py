@@ -169,7 +169,8 @@ def mdd_line(name: str, e: dict[str, Any]) -> str:
     m, plan = BY_NAME[name], e.get("planning")
     how = f"{POWER:.0%} power, two-sided paired t at {ALPHA:g}, noncentral t"
     if not plan or plan["mdd"] is None:
-        why = "fewer than 2 complete seeds" if not plan or plan["n"] < 2 else "every seed moved by the same amount"
+        why = ("it has no value" if e["paired"] is None else "fewer than 2 complete seeds" if plan["n"] < 2
+               else "every seed moved by the same amount")
         return f"Minimum detectable difference ({name}; {how}): not computable ({why})."
 
     def pts(x: float, signed: bool = False, extra: int = 0) -> str:
