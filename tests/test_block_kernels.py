@@ -1,77 +1,106 @@
-"""FINE's eager kernels chosen by device, and the block under CPU bfloat16 autocast.
-
-No GPU is needed: the non-CPU (standard-kernel) path is forced on CPU through ``fine._TUNED_DEVICES``.
-"""
+"""FINE's two forms of eq. 5-7 (``form="tokens"``, ``"conv"``), the switch that sets them, the gain tap, and the
+block under CPU bfloat16 autocast in either form."""
 
 from __future__ import annotations
 
 import pytest
 import torch
-import torch.nn.functional as F
 from test_block import _random_fine, reference_fine
 
-import fine_yolo.nn.fine as fine
-from fine_yolo.nn.fine import FINE
-
-
-@pytest.fixture
-def standard_kernels(monkeypatch):
-    """Run the block as on a non-CPU device: PyTorch's avg_pool2d and interpolate + multiply."""
-    monkeypatch.setattr(fine, "_TUNED_DEVICES", frozenset())
-
-
-def _count_calls(monkeypatch, name: str) -> list[int]:
-    """Count calls of ``torch.nn.functional.<name>`` (the module object fine.py calls through)."""
-    calls = [0]
-    original = getattr(F, name)
-
-    def counted(*args, **kwargs):
-        calls[0] += 1
-        return original(*args, **kwargs)
-
-    monkeypatch.setattr(F, name, counted)
-    return calls
+from fine_yolo.nn.fine import FINE, FORMS, block_form
 
 
 @pytest.mark.parametrize(
-    ("c_low", "c_high", "k", "hw_low", "hw_high"),
-    [(32, 64, 1, (16, 16), (8, 8)), (32, 64, 2, (16, 24), (8, 12)), (32, 32, 2, (8, 8), (4, 4)),
-     (48, 64, 2, (18, 13), (9, 7))],  # the last: sizes r*k does not divide (the tuned multiply falls back there too)
+    ("c_low", "c_high", "k", "kw", "hw_low", "hw_high"),
+    [(32, 64, 1, {}, (16, 16), (8, 8)), (32, 64, 2, {}, (16, 24), (8, 12)), (32, 32, 2, {}, (8, 8), (4, 4)),
+     (48, 64, 2, {}, (18, 13), (9, 7)),  # sizes r*k does not divide
+     (32, 64, 2, {"pool": "max"}, (16, 16), (8, 8)), (32, 64, 1, {"attention": "vanilla"}, (8, 12), (4, 6))],
 )
-def test_standard_kernels_agree_with_cpu_tuned_kernels(monkeypatch, c_low, c_high, k, hw_low, hw_high):
-    m = _random_fine(c_low, c_high, k)
+def test_both_forms_compute_the_reference(c_low, c_high, k, kw, hw_low, hw_high):
+    m = _random_fine(c_low, c_high, k, **kw)
     torch.manual_seed(1)
     low, high = torch.randn(2, c_low, *hw_low).double(), torch.randn(2, c_high, *hw_high).double()
-    tuned = m(low, high)
-    monkeypatch.setattr(fine, "_TUNED_DEVICES", frozenset())
-    standard = m(low, high)
-    torch.testing.assert_close(standard, tuned, rtol=0, atol=1e-12)  # float64: only summation order differs
-    torch.testing.assert_close(standard, reference_fine(m, low, high), rtol=0, atol=1e-10)
+    outs = {}
+    for form in FORMS:
+        m.form = form
+        outs[form] = m(low, high)
+    torch.testing.assert_close(outs["conv"], outs["tokens"], rtol=0, atol=1e-12)  # float64: summation order only
+    if not kw:
+        torch.testing.assert_close(outs["tokens"], reference_fine(m, low, high), rtol=0, atol=1e-10)
+    assert (outs["tokens"] - low).abs().max() > 1e-3  # the block modulates: agreement is not two identities
 
 
-def test_the_seam_selects_the_kernels(monkeypatch):
-    """CPU: no avg_pool2d/interpolate call (strided sums, broadcast multiply); standard: both, once per use."""
+def _ops(m: FINE, low: torch.Tensor, high: torch.Tensor) -> set[str]:
+    with torch.profiler.profile() as prof:
+        m(low, high)
+    return {e.key for e in prof.key_averages()}
+
+
+def test_the_form_picks_the_kernels_and_defaults_to_tokens():
     m = _random_fine(32, 64, 2)
     low, high = torch.randn(1, 32, 16, 16).double(), torch.randn(1, 64, 8, 8).double()
-    pools, ups = _count_calls(monkeypatch, "avg_pool2d"), _count_calls(monkeypatch, "interpolate")
-    m(low, high)
-    assert (pools[0], ups[0]) == (0, 0)
-    monkeypatch.setattr(fine, "_TUNED_DEVICES", frozenset())
-    m(low, high)
-    assert (pools[0], ups[0]) == (2, 1)  # low by r*k and high by k; eq. 8 once
+    assert m.form == "tokens" and FINE(16, 16).form == "tokens"
+    tokens = _ops(m, low, high)
+    assert "aten::linear" in tokens and "aten::conv2d" not in tokens
+    m.form = "conv"
+    conv = _ops(m, low, high)
+    assert "aten::conv2d" in conv and "aten::linear" not in conv
+    assert "form=conv" in repr(m) and "form" not in repr(FINE(16, 16))
 
 
-def test_tuned_kernels_are_chosen_by_the_tensor_device():
-    assert fine._tuned(torch.zeros(1))
-    assert not fine._tuned(torch.zeros(1, device="meta"))  # any non-CPU device takes the standard path
+def test_block_form_sets_every_block_and_restores_each_ones_own():
+    net = torch.nn.Sequential(FINE(16, 32), torch.nn.Conv2d(16, 16, 1), torch.nn.Sequential(FINE(16, 16)))
+    a, b = net[0], net[2][0]
+    b.form = "conv"
+    with block_form(net, "conv") as blocks:
+        assert blocks == [a, b] and (a.form, b.form) == ("conv", "conv")
+    assert (a.form, b.form) == ("tokens", "conv")
+    with pytest.raises(RuntimeError, match="boom"), block_form(net, "tokens"):
+        assert (a.form, b.form) == ("tokens", "tokens")
+        raise RuntimeError("boom")
+    assert (a.form, b.form) == ("tokens", "conv")  # restored on the way out of an exception too
+    with block_form(torch.nn.Conv2d(3, 3, 1), "conv") as blocks:
+        assert blocks == []
 
 
-def test_standard_kernels_run_shapes_on_the_meta_device():
-    """A non-CPU device end to end (meta: shapes only), through the standard kernels chosen by device."""
+def test_a_bad_form_is_one_sentence_naming_it():
+    with pytest.raises(ValueError, match=r"FINE form='onnx' is not one of tokens, conv"), \
+            block_form(FINE(16, 16), "onnx"):
+        pass
+    m = FINE(16, 16)
+    m.form = "graph"
+    with pytest.raises(ValueError, match=r"FINE form='graph' is not one of tokens, conv"):
+        m(torch.randn(1, 16, 8, 8), torch.randn(1, 16, 4, 4))
+
+
+@pytest.mark.parametrize(("k", "hw_low"), [(1, (8, 12)), (2, (18, 13))])
+def test_gain_tap_hook_sees_one_plus_m_hat_on_the_token_grid(k, hw_low):
+    m = _random_fine(32, 64, k)
+    low = torch.randn(1, 32, *hw_low).double()
+    high = torch.randn(1, 64, hw_low[0] // 2, hw_low[1] // 2).double()
+    seen = []
+    handle = m.gain_tap.register_forward_hook(lambda mod, args, out: seen.append(out))
+    out = m(low, high)
+    handle.remove()
+    rk = 2 * k
+    (gain,) = seen
+    assert gain.shape == (1, 32, hw_low[0] // rk, hw_low[1] // rk)
+    torch.testing.assert_close(gain, m._gain(low, high), rtol=0, atol=0)
+    h, w = gain.shape[-2] * rk, gain.shape[-1] * rk  # eq. 8-9 by hand from the tapped gain
+    up = gain.repeat_interleave(rk, -2).repeat_interleave(rk, -1)
+    torch.testing.assert_close(out[..., :h, :w], low[..., :h, :w] * up, rtol=0, atol=1e-12)
+    assert torch.equal(FINE(32, 64, k).double()._gain(low, high), torch.ones_like(gain))  # identity start: 1 + 0
+    assert not m.gain_tap._forward_hooks and not list(m.gain_tap.parameters())
+
+
+def test_runs_shapes_on_the_meta_device():
+    """A non-CPU device end to end (meta: shapes only), in both forms."""
     with torch.device("meta"):
         m = FINE(32, 64, k=2)
-        out = m(torch.empty(2, 32, 18, 13), torch.empty(2, 64, 9, 7))
-    assert out.shape == (2, 32, 18, 13) and out.device.type == "meta"
+        for form in FORMS:
+            m.form = form
+            out = m(torch.empty(2, 32, 18, 13), torch.empty(2, 64, 9, 7))
+            assert out.shape == (2, 32, 18, 13) and out.device.type == "meta"
 
 
 # --- autocast ---------------------------------------------------------------------------------------------------------
@@ -92,13 +121,12 @@ def _check_bf16(out: torch.Tensor, ref: torch.Tensor, low: torch.Tensor) -> None
     assert err.mean() < 0.1 * (ref - low).abs().mean()
 
 
-@pytest.mark.parametrize("kernels", ["tuned", "standard"])
+@pytest.mark.parametrize("form", FORMS)
 @pytest.mark.parametrize(("c_low", "c_high", "k"), [(64, 128, 1), (64, 128, 2), (64, 64, 1)])
-def test_bfloat16_autocast_matches_float32_within_bfloat16_precision(request, kernels, c_low, c_high, k):
-    if kernels == "standard":
-        request.getfixturevalue("standard_kernels")
+def test_bfloat16_autocast_matches_float32_within_bfloat16_precision(form, c_low, c_high, k):
     torch.manual_seed(0)
     m = FINE(c_low, c_high, k=k, zero_init=False).eval()
+    m.form = form
     low, high = torch.randn(2, c_low, 32, 32), torch.randn(2, c_high, 16, 16)
     with torch.no_grad():
         ref = m(low, high)

@@ -240,19 +240,6 @@ def test_window_and_area_need_maps_an_integer_factor_apart(attention):
         m(torch.randn(1, 32, 17, 16), torch.randn(1, 64, 8, 8))
 
 
-def test_a_pre_variant_pickle_is_the_papers_block():
-    """Modules unpickled from checkpoints made before the variants read the class defaults."""
-    from pathlib import Path
-
-    old = torch.load(Path(__file__).parent / "fixtures" / "fine_pre_bias_change.pt", weights_only=False)
-    m = old["noproj_k2"]["module"]
-    assert "attention" not in m.__dict__ and "pool" not in m.__dict__
-    assert (m.attention, m.pool, m.token_stride) == ("aats", "avg", 4)
-    with torch.no_grad():
-        torch.testing.assert_close(m(old["noproj_k2"]["low"], old["noproj_k2"]["high"]), old["noproj_k2"]["out"],
-                                   rtol=1e-4, atol=1e-4)
-
-
 # --- YAML rows ------------------------------------------------------------------------------------------------------
 
 def _v8n_yaml(tmp_path, p4_args: str, p3_args: str, name: str = "yolov8n-variant.yaml") -> str:

@@ -9,14 +9,17 @@ import pytest
 import torch
 
 from fine_yolo.nn import FINE
+from fine_yolo.nn.fine import block_form
 
 
 def _export_block(m: FINE, low, high, path, dynamic: bool) -> None:
+    """The block in its ONNX form (``form="conv"``, what ultralytics' ONNX export records)."""
     axes = {"low": {0: "b", 2: "h", 3: "w"}, "high": {0: "b", 2: "hh", 3: "ww"}, "out": {0: "b", 2: "h", 3: "w"}}
-    torch.onnx.export(
-        m, (low, high), str(path), input_names=["low", "high"], output_names=["out"], opset_version=18,
-        dynamo=False, dynamic_axes=axes if dynamic else None,
-    )
+    with block_form(m, "conv"):
+        torch.onnx.export(
+            m, (low, high), str(path), input_names=["low", "high"], output_names=["out"], opset_version=18,
+            dynamo=False, dynamic_axes=axes if dynamic else None,
+        )
 
 
 def _ort(path, low, high) -> np.ndarray:
@@ -95,20 +98,21 @@ def test_block_without_projection_export_matches_pytorch(tmp_path, dynamic):
         np.testing.assert_allclose(_ort(path, low, high), m(low, high).numpy(), rtol=1e-4, atol=1e-5)
 
 
-# Ops that only FINE's eager form produces when an exporter records it (strided sums, broadcast multiply, baddbmm).
+# Ops that only FINE's "tokens" form produces when an exporter records it (its GEMMs).
 _EAGER_ONLY_ONNX = {"Gemm", "Expand", "Gather", "Einsum"}
 
 
 @pytest.mark.parametrize(("c_high", "k"), [(128, 1), (128, 2), (64, 2)])
-def test_dynamo_onnx_export_takes_the_graph_form_and_matches_pytorch(tmp_path, c_high, k):
-    """``torch.onnx.export(dynamo=True)`` (torch's default from 2.9) records the exported form, not the eager one."""
+def test_dynamo_onnx_export_records_the_conv_form_and_matches_pytorch(tmp_path, c_high, k):
+    """``torch.onnx.export(dynamo=True)`` (torch's default from 2.9) records the form set on the block."""
     pytest.importorskip("onnxscript", reason="the dynamo ONNX exporter needs onnxscript (pip install onnxscript)")
     torch.manual_seed(0)
     m = FINE(64, c_high, k=k, zero_init=False).eval()
     low, high = torch.randn(1, 64, 32, 40), torch.randn(1, c_high, 16, 20)
     path = tmp_path / "fine_dynamo.onnx"
-    torch.onnx.export(m, (low, high), str(path), input_names=["low", "high"], output_names=["out"],
-                      opset_version=18, dynamo=True, verbose=False)
+    with block_form(m, "conv"):
+        torch.onnx.export(m, (low, high), str(path), input_names=["low", "high"], output_names=["out"],
+                          opset_version=18, dynamo=True, verbose=False)
     ops = [n.op_type for n in onnx.load(str(path)).graph.node]
     assert ops.count("AveragePool") == (2 if k > 1 else 1) and "Resize" in ops and ops.count("Conv") == 3
     assert not set(ops) & (_EAGER_ONLY_ONNX | {"Attention", "Loop", "If"})
@@ -117,8 +121,8 @@ def test_dynamo_onnx_export_takes_the_graph_form_and_matches_pytorch(tmp_path, c
 
 
 def test_torch_export_records_the_token_major_form_and_runs_like_eager():
-    """``torch.export`` (like TorchScript, read by OpenVINO's frontend) records the token-major form: the projections
-    as linear layers, W_O as a linear layer too (no baddbmm), and the plain pooling / upsampling kernels."""
+    """``torch.export`` (like TorchScript, read by OpenVINO's frontend) records the default ``"tokens"`` form: the
+    projections and W_O as linear layers, and the plain pooling / upsampling kernels."""
     torch.manual_seed(0)
     m = FINE(64, 128, k=2, zero_init=False).eval()
     low, high = torch.randn(1, 64, 32, 40), torch.randn(1, 128, 16, 20)
