@@ -14,7 +14,7 @@ from scipy import stats as sps
 
 from fine_yolo.compare.metrics import METRIC_NAMES
 from fine_yolo.compare.plan import make_plan
-from fine_yolo.compare.report import markdown, pilot_sd, plan_seeds, plan_text, summarize, write
+from fine_yolo.compare.report import markdown, mdd_line, pilot_sd, plan_seeds, plan_text, summarize, write
 from fine_yolo.compare.stats import holm, mdd, paired, power, secondary_verdict, seeds_needed
 from fine_yolo.errors import UsageError
 
@@ -198,6 +198,14 @@ def test_primary_is_chosen_and_validated(tmp_path):
     s = summarize(_plan(tmp_path), _results(), primary="TP")
     assert s["TP"]["role"] == "primary" and s["TP"]["p_holm"] is None and "planning" in s["TP"]
     assert s["AP50:95"]["role"] == "secondary" and s["AP50:95"]["p_holm"] is not None
+    no_value = summarize(_plan(tmp_path), _results(), primary="APm")  # the ground truth has no medium objects
+    assert no_value["APm"]["verdict"].startswith("APm: no value at seed(s) 0, 1, 2")
+    assert mdd_line("APm", no_value["APm"]).endswith("not computable (it has no value).")
+    # 10 secondaries now: TP 10 x 0.01307, AP75 9 x 0.03508, then AP50:95 and AP50 tie at 0.07418: 8x and 7x, and
+    # the step-down lifts the second to the first, so both are 8 x 0.07418 = 0.593
+    assert no_value["TP"]["p_holm"] == pytest.approx(10 * P_TP)
+    assert no_value["AP75"]["p_holm"] == pytest.approx(9 * P_AP75)
+    assert no_value["AP50:95"]["p_holm"] == no_value["AP50"]["p_holm"] == pytest.approx(8 * P_AP50)
     with pytest.raises(ValueError, match="primary='mAP' is not a reported metric; choose one of AP50:95, AP50"):
         summarize(_plan(tmp_path), _results(), primary="mAP")
 
