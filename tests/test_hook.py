@@ -85,17 +85,20 @@ def test_a_fresh_process_applies_the_hook_with_warnings_as_errors(tmp_path):
     assert proc.returncode == 0 and proc.stdout.split()[-1] == "True", proc.stderr[-3000:]
 
 
-# Functions the hook used to replace for every model and now leaves alone, and the seams it still wraps.
-UNTOUCHED = ("ultralytics.utils.checks:check_font", "ultralytics.data.utils:check_font",
-             "ultralytics.utils.plotting:check_font", "ultralytics.cfg:entrypoint",
-             "ultralytics.engine.exporter:Exporter.__call__", "ultralytics.engine.exporter:Exporter.__init__")
-WRAPPED = ("ultralytics.utils.checks:check_file", "ultralytics.nn.tasks:parse_model",
-           "ultralytics.engine.exporter:Exporter.export_onnx", "ultralytics.engine.trainer:BaseTrainer.save_model")
+# Functions a plain model goes through: the hook's seams (PATCHES) wrap them, every other one is ultralytics' own.
+RELEVANT = ("ultralytics.utils.checks:check_font", "ultralytics.data.utils:check_font",
+            "ultralytics.utils.plotting:check_font", "ultralytics.cfg:entrypoint",
+            "ultralytics.utils.checks:check_file", "ultralytics.nn.tasks:parse_model",
+            "ultralytics.engine.exporter:Exporter.__call__", "ultralytics.engine.exporter:Exporter.export_onnx",
+            "ultralytics.engine.trainer:BaseTrainer.save_model")
+SEAMS = tuple(f"{target}:{seam.partition('(')[0]}" for target, _, seams, _ in _hook.PATCHES for seam in seams)
 
 
 def test_import_fine_yolo_registers_and_a_plain_model_keeps_ultralytics_own_functions(tmp_path):
     """Hook off: ultralytics first, its functions recorded; then `import fine_yolo` (the one entry point) teaches it
-    FINE, and the functions a plain model uses are the same objects (the wrapped seams wrap those very objects)."""
+    FINE; every function a plain model goes through is the same object, or (a seam) wraps that very object."""
+    untouched = tuple(ref for ref in RELEVANT if ref not in SEAMS)
+    assert "ultralytics.utils.checks:check_font" in untouched and "ultralytics.cfg:entrypoint" in untouched
     code = textwrap.dedent(f"""
         import importlib
         from ultralytics import YOLO
@@ -107,7 +110,7 @@ def test_import_fine_yolo_registers_and_a_plain_model_keeps_ultralytics_own_func
                 obj = getattr(obj, part)
             return obj
 
-        before = {{ref: get(ref) for ref in {UNTOUCHED + WRAPPED!r}}}
+        before = {{ref: get(ref) for ref in {RELEVANT + SEAMS!r}}}
         try:
             YOLO("yolov8n-fine.yaml", verbose=False)
             raise SystemExit("ultralytics knew FINE before fine_yolo was imported")
@@ -118,10 +121,10 @@ def test_import_fine_yolo_registers_and_a_plain_model_keeps_ultralytics_own_func
         plain = YOLO("yolov8n.yaml", verbose=False)
         assert any(type(m).__name__ == "FINE" for m in fine.model.modules())
         assert not any("fine_yolo" in type(m).__module__ for m in plain.model.modules())
-        for ref in {UNTOUCHED!r}:
+        for ref in {untouched!r}:
             assert get(ref) is before[ref], ref
             assert not getattr(get(ref), "__fine_yolo__", False), ref
-        for ref in {WRAPPED!r}:
+        for ref in {SEAMS!r}:
             assert get(ref).__fine_yolo__ and get(ref).__wrapped__ is before[ref], ref
         print("ok")
     """)
