@@ -32,6 +32,10 @@ PATCHES = (
      ("parse_model(d, ch, verbose=True)",),
      "FINE rows in model YAMLs (a YAML without them goes to ultralytics unchanged); FINE modules allowed in "
      "weights_only checkpoint loading"),
+    ("ultralytics.engine.exporter", "fine_yolo.glue.export_form",
+     ("Exporter.__call__(self, model)",),
+     "FINE blocks are recorded in their export's form (conv for ONNX/TensorRT, tokens otherwise: OpenVINO's fused "
+     "attention); a model without FINE is exported untouched"),
     ("ultralytics.engine.exporter", "fine_yolo.glue.onnx_order",
      ("Exporter.export_onnx(*args, **kwargs)",),  # try_export's wrapper; returns the file (or (file, proto) earlier)
      "FP16 ONNX files of FINE models are written in topological order (valid ONNX); other files are never re-read"),
