@@ -60,9 +60,9 @@ def test_at_init_m_is_exactly_zero_and_aligned_is_f_low(fresh):
         assert torch.equal(m.gain, torch.ones_like(m.gain))  # W_O = 0: gain 1 + M^ is exactly 1
         assert m.m.shape == m.low.shape and not m.m.any()
         assert torch.equal(m.aligned, m.low)
-    # the instance's _gain wrapper and the hooks are gone again
+    # the hooks on the block and on its gain tap are gone again
     for b in fresh.blocks:
-        assert "_gain" not in b.module.__dict__ and not b.module._forward_hooks
+        assert not b.module._forward_hooks and not b.module.gain_tap._forward_hooks
 
 
 def test_captured_maps_are_the_blocks_own_tensors():

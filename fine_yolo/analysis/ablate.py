@@ -219,22 +219,9 @@ def block_inputs(net, imgsz: int) -> list[tuple[Any, Any, Any]]:
     """``(block, low, high)`` for every FINE block of ``net``, with the maps it sees at ``imgsz`` (one forward)."""
     import torch
 
-    from fine_yolo.nn import FINE
+    from fine_yolo.analysis.taps import record
 
-    seen: list[tuple[Any, Any, Any]] = []
-
-    def hook(module, inputs, output):
-        low, high = inputs if len(inputs) == 2 else inputs[0]
-        seen.append((module, low, high))
-
-    handles = [m.register_forward_hook(hook) for m in net.modules() if isinstance(m, FINE)]
-    try:
-        with torch.no_grad():
-            net(torch.zeros(1, 3, imgsz, imgsz))
-    finally:
-        for h in handles:
-            h.remove()
-    return seen
+    return [(s.block, s.low, s.high) for s in record(net, torch.zeros(1, 3, imgsz, imgsz))]
 
 
 def measure_cost(model: str, imgsz: int) -> dict[str, Any]:

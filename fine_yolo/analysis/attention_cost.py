@@ -59,28 +59,15 @@ def model_stages(model: str = "yolov8s-fine.yaml", imgsz: int = 640) -> list[Sta
     """The FINE stages of ``model`` with the map sizes they see at ``imgsz`` (read off the built model)."""
     from ultralytics import YOLO
 
-    from fine_yolo.nn import FINE
+    from fine_yolo.analysis.taps import record
 
     net = YOLO(model).model.eval()
-    seen: list[tuple[FINE, tuple, tuple]] = []
-    hooks = [m.register_forward_hook(lambda mod, args, out: seen.append((mod, *_shapes(args))))
-             for m in net.modules() if isinstance(m, FINE)]
-    try:
-        with torch.no_grad():
-            net(torch.zeros(1, 3, imgsz, imgsz))
-    finally:
-        for h in hooks:
-            h.remove()
     stages = []
-    for i, (m, low, high) in enumerate(seen):
-        stages.append(Stage(f"fine{i} ({low[2]}x{low[3]}x{low[1]} <- {high[2]}x{high[3]}x{high[1]}, k={m.k})",
-                            m.c_low, m.c_high, (low[2], low[3]), (high[2], high[3]), m.k))
+    for i, s in enumerate(record(net, torch.zeros(1, 3, imgsz, imgsz))):
+        m, (_, c, h, w), (_, ch, hh, wh) = s.block, s.low.shape, s.high.shape
+        stages.append(Stage(f"fine{i} ({h}x{w}x{c} <- {hh}x{wh}x{ch}, k={m.k})", m.c_low, m.c_high, (h, w), (hh, wh),
+                            m.k))
     return stages
-
-
-def _shapes(args: tuple) -> tuple[tuple, tuple]:
-    low, high = (args[0] if len(args) == 1 else args)[:2]
-    return tuple(low.shape), tuple(high.shape)
 
 
 class PeakMemory(torch.utils._python_dispatch.TorchDispatchMode):

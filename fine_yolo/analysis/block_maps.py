@@ -1,10 +1,10 @@
 """What the analysis commands (``fine-yolo heatmaps``, ``fine-yolo erf``) share: the model, its FINE blocks, the
 letterboxed input images, and the block's maps captured with hooks on the real model.
 
-Nothing here re-implements the block. :func:`capture` registers a forward hook on every FINE block (its ``low`` and
-``high`` inputs and its output, eq. 9) and wraps the instance's ``_gain`` method, which returns ``1 + M^`` on the
-token grid (eq. 4-7 with the residual folded in, see :mod:`fine_yolo.nn.fine`), to read the modulation map; F_high
-after eq. 10 is the block's own ``proj_high`` applied to its ``high`` input.
+Nothing here re-implements the block. :func:`capture` reads every FINE block through its documented taps
+(:mod:`fine_yolo.analysis.taps`: its ``low`` and ``high`` inputs and its output, eq. 9, and the gain map ``1 + M^`` on
+the token grid that its ``gain_tap`` sees) to get the modulation map; F_high after eq. 10 is the block's own
+``proj_high`` applied to its ``high`` input.
 
 Layer indices. A FINE YAML keeps every baseline layer index (:mod:`fine_yolo.glue.fine_rows`): the built
 ``nn.Sequential`` holds the baseline layers under their baseline index as name (``"6"``) and the FINE blocks as
@@ -23,6 +23,7 @@ import numpy as np
 import torch
 from torch import nn
 
+from fine_yolo.analysis.taps import StopForward, record, removing
 from fine_yolo.errors import FineYoloError, UsageError
 
 SYNTH_SOURCE = "fine-synth"  # source= keyword: images of the embedded dataset, rendered in memory
@@ -212,31 +213,11 @@ class BlockMaps:
     aligned: torch.Tensor
 
 
-class _Stop(Exception):
-    """Raised by a hook to end the forward pass once every wanted map is captured."""
-
-
-def _inputs(args: tuple) -> tuple[torch.Tensor, torch.Tensor]:
-    """A FINE block's (low, high) from its forward args: ``(low, high)`` or ultralytics' ``([low, high],)``."""
-    if len(args) == 1:
-        return tuple(args[0][:2])
-    return args[0], args[1]
-
-
 def modulation(gain: torch.Tensor, rk: int, size: tuple[int, int]) -> torch.Tensor:
     """M (eq. 8) from the token-grid gain ``1 + M^``: upsampled nearest by ``rk``, zero-padded to ``size``."""
     m = torch.nn.functional.interpolate(gain - 1.0, scale_factor=rk, mode="nearest")
     pad_h, pad_w = size[0] - m.shape[-2], size[1] - m.shape[-1]
     return torch.nn.functional.pad(m, (0, pad_w, 0, pad_h)) if pad_h or pad_w else m
-
-
-@contextlib.contextmanager
-def _hooks(handles: list) -> Iterator[None]:
-    try:
-        yield
-    finally:
-        for h in handles:
-            h.remove()
 
 
 def capture(net: nn.Module, x: torch.Tensor, blocks: list[Block] | None = None, stop: bool = True
@@ -246,43 +227,16 @@ def capture(net: nn.Module, x: torch.Tensor, blocks: list[Block] | None = None, 
     With ``stop`` the forward pass ends after the last block (the layers after it are not needed for its maps).
     """
     blocks = fine_blocks(net) if blocks is None else blocks
-    seen: dict[int, dict[str, torch.Tensor]] = {i: {} for i in range(len(blocks))}
-
-    def forward_hook(i: int):
-        def hook(module, args, out):
-            low, high = _inputs(args)
-            seen[i].update(low=low, high=high, aligned=out)
-            if stop and len([s for s in seen.values() if "aligned" in s]) == len(blocks):
-                raise _Stop
-        return hook
-
-    def gain_wrapper(i: int, original):
-        def _gain(low, high):
-            g = original(low, high)
-            seen[i]["gain"] = g
-            return g
-        return _gain
-
-    handles = [b.module.register_forward_hook(forward_hook(i)) for i, b in enumerate(blocks)]
-    for i, b in enumerate(blocks):
-        b.module._gain = gain_wrapper(i, b.module._gain)  # instance attribute shadows the method; removed below
-    try:
-        with _hooks(handles), torch.no_grad(), contextlib.suppress(_Stop):
-            net(x)
-    finally:
-        for b in blocks:
-            b.module.__dict__.pop("_gain", None)
+    seen = record(net, x, [b.module for b in blocks], gain=True, stop=stop)
     out = []
-    for i, b in enumerate(blocks):
-        s = seen[i]
-        if "aligned" not in s:
+    for b, s in zip(blocks, seen):
+        if s is None:
             raise AnalysisInputError(f"{b.name} did not run in the forward pass")
         with torch.no_grad():
-            f_high = b.module.proj_high(s["high"])
+            f_high = b.module.proj_high(s.high)
         # the gain's upsampling factor: r*k for AATS; variants that sample no tokens say token_stride = 1
-        rk = getattr(b.module, "token_stride", b.module.r * b.module.k)
-        out.append(BlockMaps(s["low"], s["high"], f_high, s["gain"], modulation(s["gain"], rk, s["low"].shape[-2:]),
-                             s["aligned"]))
+        m = modulation(s.gain, b.module.token_stride, s.low.shape[-2:])
+        out.append(BlockMaps(s.low, s.high, f_high, s.gain, m, s.out))
     return out
 
 
@@ -295,11 +249,11 @@ def layer_outputs(net: nn.Module, x: torch.Tensor, indices: list[int]) -> dict[i
         def f(module, args, out):
             got[j] = out
             if len(got) == len(want):
-                raise _Stop
+                raise StopForward
         return f
 
     handles = [layer(net, j).register_forward_hook(hook(j)) for j in want]
-    with _hooks(handles), torch.no_grad(), contextlib.suppress(_Stop):
+    with removing(handles), torch.no_grad(), contextlib.suppress(StopForward):
         net(x)
     return got
 
@@ -309,19 +263,8 @@ def block_inputs(net: nn.Module, x: torch.Tensor, blocks: list[Block] | None = N
     """Every FINE block's ``(low, high)`` inputs on ``x``, *with* the autograd graph back to ``x`` (for input
     gradients); the forward pass stops after the last block."""
     blocks = fine_blocks(net) if blocks is None else blocks
-    seen: dict[int, tuple[torch.Tensor, torch.Tensor]] = {}
-
-    def hook(i: int):
-        def f(module, args, out):
-            seen[i] = _inputs(args)
-            if len(seen) == len(blocks):
-                raise _Stop
-        return f
-
-    handles = [b.module.register_forward_hook(hook(i)) for i, b in enumerate(blocks)]
-    with _hooks(handles), contextlib.suppress(_Stop):
-        net(x)
-    missing = [b.name for i, b in enumerate(blocks) if i not in seen]
+    seen = record(net, x, [b.module for b in blocks], grad=True)
+    missing = [b.name for b, s in zip(blocks, seen) if s is None]
     if missing:
         raise AnalysisInputError(f"{', '.join(missing)} did not run in the forward pass")
-    return [seen[i] for i in range(len(blocks))]
+    return [(s.low, s.high) for s in seen]

@@ -5,7 +5,7 @@ For each image and each FINE block (rows), four columns as in the paper's figure
 * **F_high** after eq. 10: the block's ``proj_high`` (1x1 projection to the low map's channels) applied to its high
   input, at the high map's own resolution (stride ``r`` times coarser than F_low);
 * **F_low**: the block's low input;
-* **M**, the modulation map of eq. 8: the block's ``_gain`` returns ``1 + M^`` on the token grid
+* **M**, the modulation map of eq. 8: the block's ``gain_tap`` sees ``1 + M^`` on the token grid
   (B, C, H // rk, W // rk); M is that minus 1, upsampled nearest by ``rk = r * k`` (blocky by construction);
 * **F_low_aligned**, eq. 9: the block's output ``F_low * M + F_low``;
 
