@@ -1,12 +1,25 @@
-"""ONNX export of FINE (the block and a whole FINE model through ultralytics) against PyTorch, with ONNX Runtime."""
+"""ONNX export of FINE (the block and a whole FINE model through ultralytics) against PyTorch, with ONNX Runtime.
+
+Every tolerance is derived from PyTorch's own float32 error against a float64 run of the same weights
+(``helpers.assert_parity``, per output group: boxes in pixels, sigmoid scores), and each test asserts that FINE moves
+the checked output by far more than that tolerance, so an export that loses or changes FINE fails."""
 
 from __future__ import annotations
 
 import numpy as np
 import onnx
-import onnxruntime as ort
 import pytest
 import torch
+from helpers import (
+    FINE_MARGIN,
+    assert_block_parity,
+    assert_parity,
+    detection_groups,
+    fine_effect,
+    float64_twin,
+    live_model,
+    ort_run,
+)
 
 from fine_yolo.nn import FINE
 from fine_yolo.nn.fine import block_form
@@ -23,8 +36,7 @@ def _export_block(m: FINE, low, high, path, dynamic: bool) -> None:
 
 
 def _ort(path, low, high) -> np.ndarray:
-    sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
-    return sess.run(None, {"low": low.numpy(), "high": high.numpy()})[0]
+    return ort_run(path, low, high)[0]
 
 
 def _trained_block(k: int) -> FINE:
@@ -41,12 +53,10 @@ def test_block_static_and_dynamic_export_match_pytorch(tmp_path, k):
         _export_block(m, low, high, path, dynamic)
         ops = {n.op_type for n in onnx.load(str(path)).graph.node}
         assert not ops & {"Attention", "Einsum", "Loop", "If", "SequenceConstruct", "SplitToSequence"}
-        with torch.no_grad():
-            np.testing.assert_allclose(_ort(path, low, high), m(low, high).numpy(), rtol=1e-4, atol=1e-5)
+        assert_block_parity(_ort(path, low, high), m, low, high)
         if dynamic:  # another (divisible) size and batch through the same dynamic graph
             low2, high2 = torch.randn(2, 64, 16, 24), torch.randn(2, 128, 8, 12)
-            with torch.no_grad():
-                np.testing.assert_allclose(_ort(path, low2, high2), m(low2, high2).numpy(), rtol=1e-4, atol=1e-5)
+            assert_block_parity(_ort(path, low2, high2), m, low2, high2)
 
 
 def test_block_export_at_a_size_rk_does_not_divide_matches_pytorch(tmp_path):
@@ -54,14 +64,14 @@ def test_block_export_at_a_size_rk_does_not_divide_matches_pytorch(tmp_path):
     low, high = torch.randn(1, 64, 18, 13), torch.randn(1, 128, 9, 7)
     path = tmp_path / "fine_odd.onnx"
     _export_block(m, low, high, path, dynamic=False)
-    with torch.no_grad():
-        ref = m(low, high).numpy()
     out = _ort(path, low, high)
-    np.testing.assert_allclose(out, ref, rtol=1e-4, atol=1e-5)
+    assert_block_parity(out, m, low, high)
     np.testing.assert_array_equal(out[..., 16:, :], low.numpy()[..., 16:, :])  # the uncovered border passes through
 
 
 def test_fine_model_exported_by_ultralytics_matches_pytorch(tmp_path):
+    """A FINE checkpoint saved, reloaded and exported by ultralytics at 256 px runs like PyTorch. At PyTorch's
+    initialisation FINE barely moves this output (see ``helpers.live_model``): the live test below checks FINE."""
     from ultralytics import YOLO
 
     torch.manual_seed(0)
@@ -73,14 +83,14 @@ def test_fine_model_exported_by_ultralytics_matches_pytorch(tmp_path):
     model.save(ckpt)
     model = YOLO(str(ckpt))
     onnx_path = model.export(format="onnx", imgsz=256, simplify=True)
-    x = torch.rand(1, 3, 256, 256)
+    x = torch.rand(1, 3, 256, 256, generator=torch.Generator().manual_seed(0))
     net = model.model.float().eval()
     with torch.no_grad():
-        ref = net(x)[0].numpy()
-    sess = ort.InferenceSession(onnx_path, providers=["CPUExecutionProvider"])
-    out = sess.run(None, {sess.get_inputs()[0].name: x.numpy()})[0]
+        ref, ref64 = net(x)[0].numpy(), float64_twin(net)(x.double())[0].numpy()
+    out = ort_run(onnx_path, x)[0]
     assert out.shape == ref.shape == (1, 84, 1344)
-    np.testing.assert_allclose(out, ref, rtol=1e-3, atol=1e-3)
+    for group, rows in detection_groups(84, 80).items():
+        assert_parity(out[:, rows], ref[:, rows], ref64[:, rows], group)
 
 
 @pytest.mark.parametrize("dynamic", [False, True])
@@ -94,8 +104,7 @@ def test_block_without_projection_export_matches_pytorch(tmp_path, dynamic):
     _export_block(m, low, high, path, dynamic)
     convs = [n for n in onnx.load(str(path)).graph.node if n.op_type == "Conv"]
     assert len(convs) == 3  # q, kv, out: nothing for eq. 10
-    with torch.no_grad():
-        np.testing.assert_allclose(_ort(path, low, high), m(low, high).numpy(), rtol=1e-4, atol=1e-5)
+    assert_block_parity(_ort(path, low, high), m, low, high)
 
 
 # Ops that only FINE's "tokens" form produces when an exporter records it (its GEMMs).
@@ -116,8 +125,7 @@ def test_dynamo_onnx_export_records_the_conv_form_and_matches_pytorch(tmp_path, 
     ops = [n.op_type for n in onnx.load(str(path)).graph.node]
     assert ops.count("AveragePool") == (2 if k > 1 else 1) and "Resize" in ops and ops.count("Conv") == 3
     assert not set(ops) & (_EAGER_ONLY_ONNX | {"Attention", "Loop", "If"})
-    with torch.no_grad():
-        np.testing.assert_allclose(_ort(path, low, high), m(low, high).numpy(), rtol=1e-4, atol=1e-5)
+    assert_block_parity(_ort(path, low, high), m, low, high)
 
 
 def test_torch_export_records_the_token_major_form_and_runs_like_eager():
@@ -132,53 +140,13 @@ def test_torch_export_records_the_token_major_form_and_runs_like_eager():
     assert {"aten.avg_pool2d.default", "aten.upsample_nearest2d.vec"} <= set(targets)
     assert not set(targets) & {"aten.conv2d.default", "aten.baddbmm.default", "aten.repeat_interleave.self_int"}
     with torch.no_grad():
-        torch.testing.assert_close(ep.module()(low, high), m(low, high), rtol=1e-5, atol=1e-5)
-
-
-def live_fine_model(imgsz: int, std: float = 0.05):
-    """A yolov8n-fine ``YOLO`` whose activations are O(1) and whose FINE blocks visibly modulate.
-
-    At PyTorch's initialisation with BatchNorm's default running statistics, activations shrink by ~3x per layer
-    (yolov8n's FINE inputs are ~1e-5 and ~1e-8 at 160 px), so FINE, however its weights are set, changes the output
-    by ~1e-11 and any parity check of it passes trivially. Re-estimating every BatchNorm's statistics on one batch
-    (what training would do) restores unit-scale activations; W_O ~ N(0, std) then makes FINE move boxes by pixels.
-    """
-    from ultralytics import YOLO
-
-    torch.manual_seed(0)
-    model = YOLO("yolov8n-fine.yaml", verbose=False)
-    net = model.model.float()
-    for bn in (m for m in net.modules() if isinstance(m, torch.nn.BatchNorm2d)):
-        bn.reset_running_stats()
-        bn.momentum = None  # cumulative average: one batch sets the statistics outright
-    net.train()
-    with torch.no_grad():
-        net(torch.rand(4, 3, imgsz, imgsz))
-    net.eval()
-    for m in net.modules():
-        if isinstance(m, FINE):
-            torch.nn.init.normal_(m.out.weight, std=std)
-    return model
-
-
-def fine_effect(net: torch.nn.Module, x: torch.Tensor) -> torch.Tensor:
-    """How much FINE moves the output: |out - out with every W_O zeroed| (the identity block)."""
-    fines = [m for m in net.modules() if isinstance(m, FINE)]
-    with torch.no_grad():
-        out = net(x)[0]
-        weights = [m.out.weight.clone() for m in fines]
-        for m in fines:
-            m.out.weight.zero_()
-        identity = net(x)[0]
-        for m, w in zip(fines, weights):
-            m.out.weight.copy_(w)
-    return (out - identity).abs()
+        assert_block_parity(ep.module()(low, high), m, low, high)
 
 
 def test_fine_model_with_live_activations_exported_by_ultralytics_matches_pytorch(tmp_path):
-    """Whole-model parity where FINE matters: FINE moves boxes by ~35 px at most, the export agrees with PyTorch to
-    1e-4 relative (measured: 0.003 px on boxes of up to ~600 px, 2e-7 on class scores)."""
-    model = live_fine_model(160)
+    """Whole-model parity where FINE matters: FINE moves boxes by ~35 px at most, far beyond the derived tolerance
+    (PyTorch's own float32 error on boxes of up to ~600 px is ~1e-3 px)."""
+    model = live_model("yolov8n-fine.yaml", 160, head=True)
     ckpt = tmp_path / "live.pt"
     model.save(ckpt)
     from ultralytics import YOLO
@@ -186,13 +154,13 @@ def test_fine_model_with_live_activations_exported_by_ultralytics_matches_pytorc
     model = YOLO(str(ckpt))
     net = model.model.float().eval()
     x = torch.rand(1, 3, 160, 160, generator=torch.Generator().manual_seed(0))
-    effect = fine_effect(net, x)
-    assert effect[:, :4].max() > 1.0 and effect[:, :4].mean() > 0.1  # pixels
+    effect = fine_effect(net, x).numpy()
     onnx_path = model.export(format="onnx", imgsz=160, simplify=True)
     with torch.no_grad():
-        ref = net(x)[0].numpy()
-    sess = ort.InferenceSession(onnx_path, providers=["CPUExecutionProvider"])
-    out = sess.run(None, {sess.get_inputs()[0].name: x.numpy()})[0]
+        ref, ref64 = net(x)[0].numpy(), float64_twin(net)(x.double())[0].numpy()
+    out = ort_run(onnx_path, x)[0]
     assert out.shape == ref.shape == (1, 84, 525)
-    np.testing.assert_allclose(out[:, :4], ref[:, :4], rtol=1e-4, atol=1e-3)  # boxes, pixels
-    np.testing.assert_allclose(out[:, 4:], ref[:, 4:], rtol=1e-3, atol=1e-6)  # class scores (sigmoid)
+    assert effect[:, :4].max() > 1.0 and effect[:, :4].mean() > 0.1  # pixels
+    for group, rows in detection_groups(84, 80).items():  # boxes (pixels), class scores (sigmoid)
+        tol = assert_parity(out[:, rows], ref[:, rows], ref64[:, rows], group)
+        assert effect[:, rows].max() > FINE_MARGIN * tol, (group, effect[:, rows].max(), tol)
