@@ -71,3 +71,17 @@ def test_hook_wraps_ultralytics_exporter_and_plain_onnx_export_records_the_conv_
     ops = [n.op_type for n in nodes]
     assert ops.count("Conv") == 6 and "Gemm" not in ops and ops.count("Softmax") == 2  # 2 blocks x (q, kv, out)
     assert {m.form for m in model.model.modules() if isinstance(m, FINE)} == {"tokens"}
+
+
+def test_fine_yolo_export_sets_the_form_itself_without_the_seam(tmp_path, monkeypatch):
+    """``fine-yolo export`` (:func:`export_model`) sets the form explicitly: with ultralytics' own ``__call__`` back in
+    place of the seam, its ONNX file still holds the conv form."""
+    from ultralytics.engine.exporter import Exporter
+
+    from fine_yolo.export.engine import export_model
+
+    monkeypatch.setattr(Exporter, "__call__", Exporter.__call__.__wrapped__)
+    monkeypatch.chdir(tmp_path)
+    path = export_model("yolov8n-fine.yaml", "onnx", check=False, verbose=False, imgsz=64, simplify=False)
+    ops = [n.op_type for n in onnx.load(str(path)).graph.node if "fine" in n.name.lower()]
+    assert ops.count("Conv") == 6 and "Gemm" not in ops

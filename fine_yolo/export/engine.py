@@ -17,6 +17,8 @@ on top of it:
   list, which ``onnx.checker`` rejects as not topologically sorted; for FINE models the glue's
   ``Exporter.export_onnx`` wrapper re-sorts the nodes (same graph, :mod:`fine_yolo.glue.onnx_order`) so the file is
   valid ONNX, for ``yolo export`` too.
+* FINE blocks are recorded in their format's form (:func:`fine_yolo.nn.fine.form_for`: ``conv`` for ONNX and
+  TensorRT, ``tokens`` otherwise), set here explicitly, as the hook's ``export_form`` seam does for ``yolo export``.
 * ``half=`` / ``int8=`` are passed as ultralytics 8.4's ``quantize=16|8`` when that argument exists (no deprecation
   warning), as themselves on older releases.
 
@@ -32,6 +34,7 @@ from typing import Any
 from fine_yolo.args import Command, Option
 from fine_yolo.errors import FineYoloError
 from fine_yolo.export.preflight import ENGINE_ALIASES, engine_preflight
+from fine_yolo.nn.fine import block_form, form_for
 
 
 class ExportCheckError(FineYoloError, RuntimeError):
@@ -99,10 +102,12 @@ def export_model(model: str, format: str = "onnx", check: bool = True, plain: bo
     if is_engine and check:
         # The graph TensorRT will parse: same shape arguments, FP32 (ultralytics builds FP16/INT8 from an FP32 ONNX).
         onnx_kw = {k: v for k, v in kwargs.items() if k in {"imgsz", "dynamic", "batch", "opset", "simplify", "nms"}}
-        report = _check(Path(yolo.export(format="onnx", device="cpu", **onnx_kw)).resolve(), verbose)
+        with block_form(yolo.model, form_for("onnx")):
+            report = _check(Path(yolo.export(format="onnx", device="cpu", **onnx_kw)).resolve(), verbose)
         if not report.ok:
             raise ExportCheckError(report.summary())
-    out = Path(yolo.export(format=fmt, **kwargs)).resolve()  # ultralytics returns it relative to the cwd
+    with block_form(yolo.model, form_for(fmt)):  # what the hook's export_form seam sets too, said here explicitly
+        out = Path(yolo.export(format=fmt, **kwargs)).resolve()  # ultralytics returns it relative to the cwd
     if fmt == "onnx" and out.suffix == ".onnx" and check:  # node order already repaired by the glue's export_onnx
         _check(out, verbose)
     if is_engine and plain:
