@@ -5,8 +5,13 @@ from __future__ import annotations
 import atexit
 import os
 import shutil
+import subprocess
+import sys
 import tempfile
 from pathlib import Path
+from types import SimpleNamespace
+
+import pytest
 
 # Before anything imports ultralytics: no downloads, no pip installs, settings/fonts/datasets in a throwaway dir.
 _STATE = Path(tempfile.mkdtemp(prefix="fine_yolo_tests_"))
@@ -21,6 +26,31 @@ os.environ.setdefault("MPLBACKEND", "Agg")
 from fine_yolo.glue.font import place_fonts  # noqa: E402
 
 place_fonts(Path(os.environ["YOLO_CONFIG_DIR"]) / "Ultralytics")
+
+
+def script(name: str) -> str:
+    """This environment's console script ``name`` (else the one on PATH)."""
+    sibling = Path(sys.executable).parent / name
+    return str(sibling) if sibling.is_file() else shutil.which(name) or name
+
+
+@pytest.fixture(scope="session")
+def local_comparison(tmp_path_factory) -> SimpleNamespace:
+    """``fine-yolo compare`` of yolov8n-fine vs yolov8n (launcher=local, device=cpu), 2 seeds x 1 epoch at 64 px on
+    6+4 fine-synth images, run once per session: test_compare checks it end to end, test_slurm compares a SLURM job
+    array of the same runs with it. Fields: cwd, root (the data), data (its YAML), project, cmd, proc."""
+    from fine_yolo.data.synthetic import CLASS_NAMES, generate
+
+    tmp = tmp_path_factory.mktemp("local_comparison")
+    root = tmp / "data"
+    generate(root, seed=0, n_train=6, n_val=4, imgsz=128)
+    names = "\n".join(f"  {i}: {n}" for i, n in enumerate(CLASS_NAMES))
+    data = tmp / "tiny.yaml"
+    data.write_text(f"path: {root}\ntrain: images/train\nval: images/val\nnames:\n{names}\n")
+    cmd = [script("fine-yolo"), "compare", "model=yolov8n-fine.yaml", f"data={data}", "seeds=2", "epochs=1",
+           "imgsz=64", "batch=2", "workers=0", "device=cpu", f"project={tmp / 'cmp'}"]
+    proc = subprocess.run(cmd, cwd=tmp, env=offline_env(), capture_output=True, text=True, timeout=600)
+    return SimpleNamespace(cwd=tmp, root=root, data=data, project=tmp / "cmp", cmd=cmd, proc=proc)
 
 
 def offline_env(**extra: str) -> dict[str, str]:

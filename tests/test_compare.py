@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import json
 import os
-import shutil
 import signal
 import subprocess
 import sys
@@ -344,21 +343,10 @@ def test_bad_arguments_name_themselves(tmp_path):
         COMMAND.run(*COMMAND.parse(["model=yolov8n-fine.yaml", "data=d.yaml", "seed=1", "dry_run=True"]))
 
 
-def _script(name: str) -> str:
-    sibling = Path(sys.executable).parent / name
-    return str(sibling) if sibling.is_file() else shutil.which(name) or name
-
-
 @pytest.mark.slow
-def test_compare_end_to_end_through_the_console_script(tmp_path):
-    root = tmp_path / "data"
-    generate(root, seed=0, n_train=6, n_val=4, imgsz=128)
-    names = "\n".join(f"  {i}: {n}" for i, n in enumerate(CLASS_NAMES))
-    data = tmp_path / "tiny.yaml"
-    data.write_text(f"path: {root}\ntrain: images/train\nval: images/val\nnames:\n{names}\n")
-    cmd = [_script("fine-yolo"), "compare", "model=yolov8n-fine.yaml", f"data={data}", "seeds=2", "epochs=1",
-           "imgsz=64", "batch=2", "workers=0", "device=cpu", f"project={tmp_path / 'cmp'}"]
-    proc = subprocess.run(cmd, cwd=tmp_path, env=offline_env(), capture_output=True, text=True, timeout=600)
+def test_compare_end_to_end_through_the_console_script(local_comparison):
+    # The session's comparison (conftest.local_comparison), trained once and shared with test_slurm.
+    tmp_path, root, cmd, proc = local_comparison.cwd, local_comparison.root, local_comparison.cmd, local_comparison.proc
     assert proc.returncode == 0, (proc.stdout + proc.stderr)[-4000:]
     doc = json.loads((tmp_path / "cmp" / "compare.json").read_text())
     assert sorted(doc["runs"]) == ["seed0-baseline", "seed0-fine", "seed1-baseline", "seed1-fine"]

@@ -12,6 +12,12 @@ A rerun with the same settings trains nothing and only evaluates what is new and
 a run whose settings changed is moved to ``runs/stale/`` and trained again (:mod:`fine_yolo.compare.runner`).
 ``dry_run=True`` prints every run's plain ``yolo train`` command (for a cluster scheduler) and trains nothing;
 ``plan_only=True`` prints the seeds a difference ``effect=`` needs given ``sd=`` (or a finished pilot's SD).
+
+Launchers: ``launcher=local`` (default) trains on this machine's devices (:func:`fine_yolo.compare.runner.run_plan`),
+``launcher=slurm`` submits the runs as a SLURM job array (:mod:`fine_yolo.compare.slurm`); everything else is shared.
+``status=True`` prints each run's state (queued / running / finished / failed, job id, log tail) and trains nothing.
+A run that failed or is missing is named in the report, which covers only the seeds whose two runs both finished
+(and the command then exits 1).
 """
 
 from __future__ import annotations
@@ -22,6 +28,7 @@ from typing import Any
 
 from fine_yolo.args import Command, Option, split_list
 from fine_yolo.compare.metrics import DEFAULT_PRIMARY, METRIC_NAMES
+from fine_yolo.compare.slurm import OPTIONS as SLURM_OPTIONS
 from fine_yolo.errors import UsageError
 
 DESCRIPTION = """\
@@ -102,10 +109,45 @@ def run(args: dict[str, Any], extra: dict[str, Any]) -> int:
     except ValueError as e:
         raise UsageError(str(e)) from None
     device = str(args["device"])
+    if args["status"]:
+        return show_status(plan)
     if args["dry_run"]:
         return dry_run(plan, device, int(args["devices_per_run"]))
     _require_hook()
     return compare(plan, args, device)
+
+
+def show_status(plan) -> int:
+    """Print every run's state, epochs, job, log and the log's last lines (``status=True``); trains nothing."""
+    from fine_yolo.compare.runner import read_jobs, status
+
+    slurm_state = None
+    if any(j.get("launcher") == "slurm" for j in read_jobs(plan.project).values()):
+        from fine_yolo.compare.slurm import job_state, queue_states
+
+        slurm_state = job_state(queue_states())
+    for row in status(plan, slurm_state):
+        job = f"job {row['job']}" if row["job"] else "no job"
+        print(f"{row['run']}: {row['state']}, epoch {row['epochs']}, {job}, log {row['log'] or '(none yet)'}")
+        print("".join(f"    {line}\n" for line in row["tail"].splitlines()), end="")
+    return 0
+
+
+def train(plan, args: dict[str, Any], device: str):
+    """Train what is missing with the chosen launcher; a :class:`RunReport` whose ``failed`` names failed runs."""
+    from fine_yolo.compare.runner import CompareRunError, run_plan
+
+    try:
+        if args["launcher"] == "slurm":
+            from fine_yolo.compare.slurm import SlurmSettings, run_plan_slurm
+
+            return run_plan_slurm(plan, SlurmSettings.from_args(args))
+        return run_plan(plan, device=device, devices_per_run=int(args["devices_per_run"]))
+    except CompareRunError as e:
+        if e.report is None:
+            raise
+        print(f"\n{e}\n", file=sys.stderr)
+        return e.report
 
 
 def dry_run(plan, device: str, devices_per_run: int) -> int:
@@ -127,38 +169,46 @@ def compare(plan, args: dict[str, Any], device: str) -> int:
     from fine_yolo.compare.evaluate import EvalSettings, evaluate_run
     from fine_yolo.compare.plots import plot_curves, plot_differences
     from fine_yolo.compare.report import markdown, read_curve, summarize, write
-    from fine_yolo.compare.runner import device_slots, run_plan
+    from fine_yolo.compare.runner import CompareRunError, complete_pairs, device_slots
 
-    report = run_plan(plan, device=device, devices_per_run=int(args["devices_per_run"]))
+    report = train(plan, args, device)
+    seeds, missing = complete_pairs(plan, report.failed)
+    if not seeds:
+        raise CompareRunError("no seed has both runs finished, so there is nothing to compare: "
+                              + "; ".join(f"{n} ({why})" for n, why in missing.items()))
     settings = EvalSettings(data=str(plan.runs[0].args["data"]), split=str(args["split"]), imgsz=int(args["imgsz"]),
                             batch=int(args["batch"]), conf=float(args["conf"]), iou=float(args["iou"]))
     eval_device = (device_slots(device)[0] or "cpu").split(",")[0]
     results = {}
-    for spec in tqdm(plan.runs, desc="evaluate", unit="run"):
+    for spec in tqdm([r for r in plan.runs if r.seed in seeds], desc="evaluate", unit="run"):
         results[spec.name] = {**evaluate_run(spec, settings, plan.project / "eval", eval_device,
                                                            spec.args.get("workers")),
                               "curve": read_curve(spec.run_dir)}
     summary = summarize(plan, results, primary=str(args["primary"]), effect=float(args["effect"]))
     title = str(args["title"]) or f"{Path(plan.model).stem} vs {Path(plan.baseline).stem}"
-    md = markdown(plan, summary, results, title)
+    md = markdown(plan, summary, results, title, missing=missing)
     document = {
         "settings": settings_record(plan, args, report),
         "runs": {s.name: {"seed": s.seed, "arm": s.arm, "model": s.model, "fingerprint": s.fingerprint(),
-                          "command": s.command(), "run_dir": str(s.run_dir), **results[s.name]} for s in plan.runs},
+                          "command": s.command(), "run_dir": str(s.run_dir),
+                          **(results[s.name] if s.name in results else {"missing": missing[s.name]})}
+                 for s in plan.runs},
         "metrics": summary,
     }
     json_path, md_path = write(plan.project, document, md)
-    curves = {arm: {s: results[plan.run(s, arm).name]["curve"] for s in plan.seeds} for arm in ("baseline", "fine")}
+    curves = {arm: {s: results[plan.run(s, arm).name]["curve"] for s in seeds} for arm in ("baseline", "fine")}
     labels = {"baseline": Path(plan.baseline).stem, "fine": Path(plan.model).stem}
     pngs = [
         plot_curves(curves, labels, plan.project / "curves.png", f"{title}: validation mAP50-95 per epoch"),
         plot_differences(summary, [("AP points", ("AP50:95", "AP50", "AP75", "APs", "APm", "APl")),
                                    ("boxes", ("TP", "FP", "FN"))], plan.project / "differences.png",
-                         f"{title}: FINE - baseline per seed and mean over {len(plan.seeds)} seeds; {args['primary']}: "
+                         f"{title}: FINE - baseline per seed and mean over {len(seeds)} seeds; {args['primary']}: "
                          "95% t-interval, others: Bonferroni-widened"),
     ]
     print(f"\n{md}\nWritten: {md_path}, {json_path}, {', '.join(map(str, pngs))}")
-    return 0
+    if missing:
+        print(f"Not reported (only complete seed pairs are): {', '.join(missing)}", file=sys.stderr)
+    return 1 if missing else 0
 
 
 def settings_record(plan, args: dict[str, Any], report) -> dict[str, Any]:
@@ -178,8 +228,9 @@ def settings_record(plan, args: dict[str, Any], report) -> dict[str, Any]:
         "primary": str(args["primary"]),
         "versions": {"fine_yolo": version("fine-yolo"), "ultralytics": ultralytics.__version__,
                      "torch": torch.__version__, "python": sys.version.split()[0]},
+        "launcher": str(args["launcher"]),
         "this_invocation": {"trained": report.trained, "resumed": report.resumed, "skipped": report.skipped,
-                            "moved_aside": report.stale},
+                            "moved_aside": report.stale, "failed": sorted(report.failed)},
     }
 
 
@@ -207,6 +258,10 @@ COMMAND = Command(
                                    "finished comparison) and train nothing"),
         "effect": Option(0.8, "true difference to plan for, in the primary's printed unit (0.8: the paper's v8s AP)"),
         "sd": Option(0.0, "SD of the paired differences for plan_only (primary's unit; 0: read it from project=)"),
+        "launcher": Option("local", "where the runs train: this machine, or a SLURM job array",
+                           choices=("local", "slurm")),
+        "status": Option(False, "print each run's state (queued/running/finished/failed), job and log; train nothing"),
+        **SLURM_OPTIONS,
     },
     run=run,
     example="fine-yolo compare model=yolov8n-fine.yaml data=fine-synth.yaml seeds=5 epochs=60 imgsz=256 device=cpu",

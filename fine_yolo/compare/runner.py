@@ -51,6 +51,7 @@ POLL_S = 2.0
 
 ENV_ATOMIC = "FINE_YOLO_ATOMIC_CHECKPOINTS"  # read by fine_yolo.glue.checkpoints
 JOBS_FILE = "jobs.json"
+AUTO_RESOLVED = ("optimizer", "lr0", "warmup_bias_lr")  # what optimizer=auto rewrites (BaseTrainer.build_optimizer)
 
 
 class CompareRunError(FineYoloError, RuntimeError):
@@ -143,6 +144,10 @@ def inspect(spec: RunSpec) -> RunState:
         recorded = yaml.safe_load((run_dir / "args.yaml").read_text()) or {}
     except (OSError, yaml.YAMLError) as e:
         return RunState(spec, "changed", why=[f"{run_dir / 'args.yaml'} unreadable ({e})"])
+    if recorded.get("resume") and spec.expected().get("optimizer") == "auto":
+        # optimizer=auto: ultralytics writes its choice into the trainer's args (optimizer, lr0, warmup_bias_lr=0),
+        # and a resumed training records those in args.yaml. They are the plan's own settings, resolved.
+        recorded = {**recorded, **{k: spec.expected()[k] for k in AUTO_RESOLVED}}
     why = spec.mismatches(recorded)
     if why:
         return RunState(spec, "changed", why=why)
@@ -275,33 +280,34 @@ def _pid_alive(pid: int) -> bool:
     return True
 
 
-def status(plan: Plan, queue: dict[str, str] | None = None, lines: int = 3) -> list[dict]:
+def status(plan: Plan, job_state: Callable[[dict], str | None] | None = None, lines: int = 3) -> list[dict]:
     """For every run: ``state`` (queued / running / finished / failed / interrupted / not started / changed), the epochs
     done, the job (SLURM job id or local pid), the log and its last ``lines``.
 
-    ``queue`` maps a SLURM job id to its ``squeue`` state (:func:`fine_yolo.compare.slurm.queue_states`); a job that
-    left the queue without finishing its run failed. A local run is running while its recorded process lives.
+    ``job_state`` tells a SLURM job's state from its ``jobs.json`` record (:func:`fine_yolo.compare.slurm.job_state`:
+    queued, running, failed, or None once it left the queue). A local run is running while its recorded process
+    lives. A run whose job or process is gone without finishing it is interrupted (``last.pt`` to resume) or failed.
     """
     jobs = read_jobs(plan.project)
     out = []
     for spec in plan.runs:
         st, job = inspect(spec), jobs.get(spec.name, {})
-        done = results_epochs(spec.run_dir)
+        known = job_state(job) if job.get("launcher") == "slurm" and job_state is not None else None
         if st.state == "finished":
             state = "finished"
-        elif job.get("launcher") == "slurm" and queue is not None and queue.get(job["job_id"]) is not None:
-            q = queue[job["job_id"]]
-            state = "queued" if q in ("PENDING", "REQUEUED", "REQUEUE_HOLD", "REQUEUE_FED", "SUSPENDED") else \
-                "running" if q in ("RUNNING", "CONFIGURING", "COMPLETING", "SIGNALING", "STAGE_OUT") else "failed"
+        elif job.get("exit", 0) > 0:
+            state = "failed"
+        elif known is not None:
+            state = known
         elif job.get("launcher") == "local" and job.get("host") == socket.gethostname() and "exit" not in job \
                 and _pid_alive(int(job["pid"])):
             state = "running"
-        elif job:  # its process or job is gone: killed (resumable from last.pt) or failed
-            state = "interrupted" if st.state == "interrupted" and job.get("exit", -1) < 0 else "failed"
+        elif job:
+            state = "interrupted" if st.state == "interrupted" else "failed"
         else:
             state = {"interrupted": "interrupted", "changed": "changed"}.get(st.state, "not started")
         log = log_path(spec)
-        out.append({"run": spec.name, "state": state, "epochs": f"{done}/{spec.epochs}",
+        out.append({"run": spec.name, "state": state, "epochs": f"{results_epochs(spec.run_dir)}/{spec.epochs}",
                     "job": job.get("job_id") or job.get("pid"), "log": str(log) if log.is_file() else None,
                     "tail": tail(log, lines), **({"why": st.why} if st.why else {})})
     return out
