@@ -2,55 +2,12 @@
 
 from __future__ import annotations
 
-import math
-
 import pytest
 import torch
 import torch.nn.functional as F
+from helpers import random_fine, reference_fine
 
 from fine_yolo.nn import FINE
-
-
-def _bias(conv: torch.nn.Conv2d) -> torch.Tensor:
-    """The convolution's bias, zeros where it has none (the current K/V and projection; pre-change modules have one)."""
-    return conv.bias if conv.bias is not None else conv.weight.new_zeros(conv.out_channels)
-
-
-def reference_fine(m: FINE, low: torch.Tensor, high: torch.Tensor) -> torch.Tensor:
-    """Eq. 4-10 written out literally, per head, in the paper's order, with ``m``'s weights (and biases, if any)."""
-    c, d, rk = m.c_low, m.head_dim, m.r * m.k
-    # eq. 10: project the high-level map first (the paper's order), then eq. 4: AATS average pooling
-    f_high = F.conv2d(high, m.proj_high.weight, _bias(m.proj_high)) if m.c_high != m.c_low else high
-    f_high_hat = F.avg_pool2d(f_high, m.k) if m.k > 1 else f_high
-    f_low_hat = F.avg_pool2d(low, rk)
-    b, _, h, w = f_low_hat.shape
-    x_low = f_low_hat.flatten(2).transpose(1, 2)  # (B, N_low, C) = Flatten(F^_low)
-    x_high = f_high_hat.flatten(2).transpose(1, 2)  # (B, N_high, C)
-    w_q, b_q = m.q.weight[:, :, 0, 0], _bias(m.q)
-    w_k, w_v = m.kv.weight[:c, :, 0, 0], m.kv.weight[c:, :, 0, 0]
-    b_k, b_v = _bias(m.kv)[:c], _bias(m.kv)[c:]
-    w_o, b_o = m.out.weight[:, :, 0, 0], _bias(m.out)
-    q, k, v = x_low @ w_q.T + b_q, x_high @ w_k.T + b_k, x_high @ w_v.T + b_v  # eq. 5
-    heads = []
-    for i in range(c // d):  # eq. 6, head by head
-        s = slice(i * d, (i + 1) * d)
-        attn = torch.softmax(q[..., s] @ k[..., s].transpose(1, 2) / math.sqrt(d), dim=-1)
-        heads.append(attn @ v[..., s])
-    o = torch.cat(heads, dim=-1) @ w_o.T + b_o  # eq. 7: concat, W_O
-    m_hat = o.transpose(1, 2).reshape(b, c, h, w)  # reshape to (H/rk, W/rk)
-    mod = m_hat.repeat_interleave(rk, 2).repeat_interleave(rk, 3)  # eq. 8: nearest upsampling by rk
-    # trailing rows/cols outside every token get M = 0 (the documented choice for sizes rk does not divide)
-    mod = F.pad(mod, (0, low.shape[3] - mod.shape[3], 0, low.shape[2] - mod.shape[2]))
-    return low * mod + low  # eq. 9
-
-
-def _random_fine(c_low=32, c_high=64, k=1, **kw) -> FINE:
-    torch.manual_seed(0)
-    m = FINE(c_low, c_high, k=k, zero_init=False, **kw).double()
-    with torch.no_grad():  # non-trivial biases so that they are tested too
-        for p in m.parameters():
-            p.add_(torch.randn_like(p) * 0.1)
-    return m
 
 
 @pytest.mark.parametrize(
@@ -63,24 +20,26 @@ def _random_fine(c_low=32, c_high=64, k=1, **kw) -> FINE:
     ],
 )
 def test_matches_per_head_reference(c_low, c_high, k, hw_low, hw_high):
-    m = _random_fine(c_low, c_high, k)
+    m = random_fine(c_low, c_high, k)
     torch.manual_seed(1)
     low, high = torch.randn(2, c_low, *hw_low).double(), torch.randn(2, c_high, *hw_high).double()
     out = m(low, high)
     assert out.shape == low.shape
+    # float64 throughout: both sides round at ~1e-16 per step over sums of <= 64 O(1) terms (~1e-14); 1e-10 leaves
+    # margin for any summation order, and any change to the equations moves O(1e-2..1) outputs
     torch.testing.assert_close(out, reference_fine(m, low, high), rtol=0, atol=1e-10)
     assert m.heads == c_low // 16
     assert isinstance(m.proj_high, torch.nn.Conv2d) == (c_low != c_high)
 
 
 def test_list_call_form_equals_two_argument_form():
-    m = _random_fine()
+    m = random_fine()
     low, high = torch.randn(1, 32, 8, 8).double(), torch.randn(1, 64, 4, 4).double()
     assert torch.equal(m([low, high]), m(low, high))
 
 
 def test_non_divisible_border_passes_through_unchanged():
-    m = _random_fine(k=2)
+    m = random_fine(k=2)
     low, high = torch.randn(1, 32, 10, 9).double(), torch.randn(1, 64, 5, 5).double()
     out = m(low, high)
     # rk=4: rows 8,9 and column 8 are in no token, so their modulation is 0 and they pass through
@@ -92,7 +51,7 @@ def test_non_divisible_border_passes_through_unchanged():
 @pytest.mark.parametrize("k", [1, 2])
 def test_aats_low_cell_locality(k):
     """A change inside one (r*k)x(r*k) cell of low changes the output only inside that cell."""
-    m = _random_fine(k=k)
+    m = random_fine(k=k)
     rk = 2 * k
     low, high = torch.randn(1, 32, 4 * rk, 4 * rk).double(), torch.randn(1, 64, 2 * rk, 2 * rk).double()
     changed = low.clone()
@@ -107,7 +66,7 @@ def test_aats_low_cell_locality(k):
 
 @pytest.mark.parametrize("k", [1, 2])
 def test_aats_high_cell_zero_mean_change_is_invisible_but_any_change_reaches_every_cell(k):
-    m = _random_fine(k=k)
+    m = random_fine(k=k)
     rk = 2 * k
     low, high = torch.randn(1, 32, 4 * rk, 4 * rk).double(), torch.randn(1, 64, 2 * rk, 2 * rk).double()
     base = m(low, high)

@@ -7,7 +7,7 @@ import io
 
 import pytest
 import torch
-from test_block import _random_fine, reference_fine
+from helpers import random_fine, reference_fine
 
 from fine_yolo.nn.fine import FINE
 
@@ -20,7 +20,7 @@ def test_state_dict_holds_exactly_the_stored_parameters(c_high, k):
 
 
 def test_pickled_block_round_trips_with_its_form():
-    m = _random_fine(32, 64, 2).float().eval()
+    m = random_fine(32, 64, 2).float().eval()
     m.form = "conv"
     buf = io.BytesIO()
     torch.save(m, buf)
@@ -41,7 +41,7 @@ def _with_kv_bias(m: FINE, bias: torch.Tensor) -> FINE:
 def test_a_k_bias_is_dead_and_a_v_bias_is_b_o_raised_by_w_o_b_v():
     """Why the block stores no K/V bias (module doc, "Biases"): in eq. 5-7 written out per head, a K bias leaves the
     output unchanged (softmax ignores a per-query shift) and a V bias equals b_O raised by W_O b_v."""
-    m = _random_fine(32, 32, 2)
+    m = random_fine(32, 32, 2)
     c = m.c_low
     torch.manual_seed(1)
     low, high = torch.randn(2, c, 16, 16).double(), torch.randn(2, c, 8, 8).double()
@@ -49,11 +49,11 @@ def test_a_k_bias_is_dead_and_a_v_bias_is_b_o_raised_by_w_o_b_v():
     torch.testing.assert_close(m(low, high), plain, rtol=0, atol=1e-10)
     b_k = torch.zeros(2 * c, dtype=torch.float64)
     b_k[:c] = torch.randn(c, dtype=torch.float64) * 10
-    m_k = _with_kv_bias(_random_fine(32, 32, 2), b_k)
+    m_k = _with_kv_bias(random_fine(32, 32, 2), b_k)
     torch.testing.assert_close(reference_fine(m_k, low, high), plain, rtol=0, atol=1e-10)
     b_v = torch.zeros(2 * c, dtype=torch.float64)
     b_v[c:] = torch.randn(c, dtype=torch.float64)
-    biased = reference_fine(_with_kv_bias(_random_fine(32, 32, 2), b_v), low, high)
+    biased = reference_fine(_with_kv_bias(random_fine(32, 32, 2), b_v), low, high)
     assert (biased - plain).abs().max() > 1e-2  # the V bias moves the output ...
     with torch.no_grad():
         m.out.bias += m.out.weight.flatten(1) @ b_v[c:]

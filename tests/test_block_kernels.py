@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import pytest
 import torch
-from test_block import _random_fine, reference_fine
+from helpers import random_fine, reference_fine
 
 from fine_yolo.nn.fine import FINE, FORMS, block_form
 
@@ -17,7 +17,7 @@ from fine_yolo.nn.fine import FINE, FORMS, block_form
      (32, 64, 2, {"pool": "max"}, (16, 16), (8, 8)), (32, 64, 1, {"attention": "vanilla"}, (8, 12), (4, 6))],
 )
 def test_both_forms_compute_the_reference(c_low, c_high, k, kw, hw_low, hw_high):
-    m = _random_fine(c_low, c_high, k, **kw)
+    m = random_fine(c_low, c_high, k, **kw)
     torch.manual_seed(1)
     low, high = torch.randn(2, c_low, *hw_low).double(), torch.randn(2, c_high, *hw_high).double()
     outs = {}
@@ -37,7 +37,7 @@ def _ops(m: FINE, low: torch.Tensor, high: torch.Tensor) -> set[str]:
 
 
 def test_the_form_picks_the_kernels_and_defaults_to_tokens():
-    m = _random_fine(32, 64, 2)
+    m = random_fine(32, 64, 2)
     low, high = torch.randn(1, 32, 16, 16).double(), torch.randn(1, 64, 8, 8).double()
     assert m.form == "tokens" and FINE(16, 16).form == "tokens"
     tokens = _ops(m, low, high)
@@ -75,7 +75,7 @@ def test_a_bad_form_is_one_sentence_naming_it():
 
 @pytest.mark.parametrize(("k", "hw_low"), [(1, (8, 12)), (2, (18, 13))])
 def test_gain_tap_hook_sees_one_plus_m_hat_on_the_token_grid(k, hw_low):
-    m = _random_fine(32, 64, k)
+    m = random_fine(32, 64, k)
     low = torch.randn(1, 32, *hw_low).double()
     high = torch.randn(1, 64, hw_low[0] // 2, hw_low[1] // 2).double()
     seen = []

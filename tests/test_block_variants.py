@@ -12,7 +12,7 @@ import onnxruntime as ort
 import pytest
 import torch
 import torch.nn.functional as F
-from test_block import reference_fine
+from helpers import reference_fine
 
 from fine_yolo.glue.fine_rows import FINERowError
 from fine_yolo.nn import FINE
