@@ -173,6 +173,8 @@ def test_place_fonts_puts_dejavu_where_check_font_looks_and_never_overwrites(tmp
     (tmp_path / "own" / "Arial.ttf").write_bytes(b"the user's")
     assert place_fonts(tmp_path / "own") == [tmp_path / "own" / "Arial.Unicode.ttf"]
     assert (tmp_path / "own" / "Arial.ttf").read_bytes() == b"the user's"
+    (tmp_path / "file").write_text("")  # not a directory: nothing placed, no error
+    assert place_fonts(tmp_path / "file") == []
 
     def no_network(*args, **kwargs):
         raise AssertionError(f"network access: {args}")

@@ -21,18 +21,22 @@ FONTS = ("Arial.ttf", "Arial.Unicode.ttf")  # the names ultralytics' check_font 
 
 def place_fonts(config_dir: Path | str) -> list[Path]:
     """Copy matplotlib's DejaVu Sans to each name of :data:`FONTS` in ``config_dir`` (ultralytics' ``USER_CONFIG_DIR``:
-    ``$YOLO_CONFIG_DIR/Ultralytics`` when that is set) where no such file is; return the files it wrote."""
+    ``$YOLO_CONFIG_DIR/Ultralytics`` when that is set) where no such file is; return the files it wrote. A directory
+    it cannot write to is left alone (ultralytics then behaves as upstream: it tries the download)."""
     import matplotlib
 
     source = Path(matplotlib.get_data_path()) / "fonts" / "ttf" / "DejaVuSans.ttf"
     config_dir = Path(config_dir)
-    config_dir.mkdir(parents=True, exist_ok=True)
     placed = []
-    for name in FONTS:
-        target = config_dir / name
-        if not target.exists():
-            shutil.copyfile(source, target)
-            placed.append(target)
+    try:
+        config_dir.mkdir(parents=True, exist_ok=True)
+        for name in FONTS:
+            target = config_dir / name
+            if not target.exists():
+                shutil.copyfile(source, target)
+                placed.append(target)
+    except OSError:
+        pass
     return placed
 
 
