@@ -212,8 +212,8 @@ def test_fp16_engine_builds_and_runs(export_dir):
         assert tuple(out.shape) == (1, 84, 525)  # 160/8, /16, /32 -> 400 + 100 + 25 anchors
 
 
-# TensorRT against PyTorch (CPU, float32) on a model whose FINE blocks move boxes by pixels (test_onnx_parity's
-# live_fine_model). Tolerances, per element, |engine - torch| <= rel * |torch| + abs, chosen from the arithmetic (not
+# TensorRT against PyTorch (CPU, float32) on a model whose FINE blocks move boxes by pixels (helpers.live_model
+# with head=True). Tolerances, per element, |engine - torch| <= rel * |torch| + abs, chosen from the arithmetic (not
 # yet measured on a GPU: no GPU has been lent to this project):
 # * FP32 engine: TensorRT builds FP32 engines with TF32 allowed on Ampere and later (10-bit mantissa inputs to every
 #   convolution and MatMul, ~5e-4 relative each, over ~60 layers): rel 1e-2; boxes abs 0.5 px, scores abs 1e-4.
@@ -227,14 +227,14 @@ def test_engine_outputs_match_pytorch(tmp_path, monkeypatch, half, rel, box_abs,
         pytest.skip("needs a CUDA GPU (torch.cuda.is_available() is False)")
     pytest.importorskip("tensorrt", reason="needs the TensorRT Python package (JetPack or `pip install tensorrt`)")
     import torch
-    from test_onnx_parity import fine_effect, live_fine_model
+    from helpers import fine_effect, live_model
     from ultralytics import YOLO
 
     from fine_yolo.export.trt_runtime import TRTRunner
 
     monkeypatch.chdir(tmp_path)
     ckpt = tmp_path / "live.pt"
-    live_fine_model(160).save(ckpt)
+    live_model("yolov8n-fine.yaml", 160, head=True).save(ckpt)
     path = export_model(str(ckpt), "engine", imgsz=160, half=half, verbose=False)
     runner = TRTRunner(path, imgsz=160)
     ((_, image),) = runner.inputs.items()
