@@ -12,6 +12,7 @@ from pathlib import Path
 
 import pytest
 from conftest import offline_env
+from test_layers import imports, modules
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -95,25 +96,9 @@ def test_pth_switch_values_match_the_hook():
 
 
 def _import_graph() -> dict[str, set[str]]:
-    """Module -> fine_yolo modules it imports (module level and inside functions alike)."""
-    pkg_root = ROOT / "fine_yolo"
-    mods = {".".join(p.relative_to(ROOT).with_suffix("").parts).removesuffix(".__init__"): p
-            for p in pkg_root.rglob("*.py")}
-    edges: dict[str, set[str]] = {m: set() for m in mods}
-    for m, p in mods.items():
-        pkg = m if p.name == "__init__.py" else m.rpartition(".")[0]
-        for node in ast.walk(ast.parse(p.read_text(encoding="utf-8"))):
-            names = []
-            if isinstance(node, ast.Import):
-                names = [a.name for a in node.names]
-            elif isinstance(node, ast.ImportFrom):
-                base = node.module or ""
-                if node.level:
-                    parts = pkg.split(".")[: len(pkg.split(".")) - node.level + 1]
-                    base = ".".join(parts + ([base] if base else []))
-                names = [base] + [f"{base}.{a.name}" for a in node.names]
-            edges[m] |= {n for n in names if n in mods and n != m}
-    return edges
+    """Module -> fine_yolo modules it imports (module level and inside functions alike; test_layers' parser)."""
+    known = modules(ROOT)
+    return {m: imports(m, p, known) for m, p in known.items()}
 
 
 def test_no_import_loops_and_no_library_module_imports_the_cli():
