@@ -218,33 +218,44 @@ def test_a_job_array_comparison_equals_the_local_one(cluster, local_comparison, 
         assert f"{name}: finished, epoch 1/1, job {jobs[name]['job_id']}, log {tmp_path / 'cmp' / 'logs'}" in out
 
 
-@pytest.mark.slow
-def test_a_requeued_run_resumes_from_its_last_epoch(cluster, data_yaml, tmp_path, cancel_after):
-    epochs = 6
-    plan = _plan(tmp_path, data_yaml, epochs=epochs)
-    spec = plan.run(0, "baseline")
-    params = preflight(plan, SlurmSettings(cpus_per_run=1))
-    (job,) = slurm_module.submit(plan, [runner.RunState(spec, "empty")], params, "cpu")
+def _interrupt(plan, spec, job, after: int, how: list[str], deadline: float) -> int:
+    """Once ``last.pt`` holds an epoch later than ``after``, interrupt the job ``how``; wait until SLURM has ended it
+    (no result written) and holds it requeued (~2 min, BeginTime), release it; the epoch it must resume from."""
     last = spec.run_dir / "weights" / "last.pt"
-    deadline = time.time() + 240
-    while not (last.is_file() and runner.checkpoint_epoch(last) is not None):  # epoch 1 is saved
+    while (epoch := runner.checkpoint_epoch(last) if last.is_file() else None) is None or 0 <= epoch <= after:
         assert time.time() < deadline, runner.tail(runner.log_path(spec))
         time.sleep(0.2)
-    subprocess.run(["scontrol", "requeue", job.job_id], check=True, timeout=60)
-    # SLURM ends the job (the training and the task go without writing a result), then holds it ~2 min (BeginTime)
+    assert epoch >= 0, "the training finished before it could be interrupted"
+    subprocess.run(how, check=True, timeout=60)
     while _states(plan)[spec.name] != "queued":
         assert time.time() < deadline and not Path(job.paths.result_pickle).exists()
         time.sleep(0.5)
-    saved = runner.checkpoint_epoch(last)  # what the requeued job must resume from (0-based)
-    assert 0 <= saved < epochs - 1, "the training finished before the requeue reached it"
+    saved = runner.checkpoint_epoch(last)
+    assert 0 <= saved < spec.epochs - 1, "the training finished before the interruption reached it"
     subprocess.run(["scontrol", "update", f"JobId={job.job_id}", "StartTime=now"], check=True, timeout=60)
+    return saved
+
+
+@pytest.mark.slow
+def test_a_requeued_or_preempted_run_resumes_from_its_last_epoch(cluster, data_yaml, tmp_path, cancel_after):
+    plan = _plan(tmp_path, data_yaml, epochs=8)
+    spec = plan.run(0, "baseline")
+    (job,) = slurm_module.submit(plan, [runner.RunState(spec, "empty")], preflight(plan, SlurmSettings()), "cpu")
+    deadline = time.time() + 300
+    # scontrol requeue (also a node failure, a preemption by requeue): killed without warning, resumes on its own
+    first = _interrupt(plan, spec, job, -1, ["scontrol", "requeue", job.job_id], deadline)
+    # SIGUSR2, what SLURM sends before a time limit (and a preemption can): submitit calls TrainRun.checkpoint
+    second = _interrupt(plan, spec, job, first, ["scancel", "--signal=USR2", job.job_id], deadline)
     assert job.result() == "resumed"
+    last = spec.run_dir / "weights" / "last.pt"
     log = runner.log_path(spec).read_text()
-    assert log.count("\n$ ") == 2 and f"train resume=True model={last} device=cpu" in log
-    assert f"from epoch {saved + 2} to {epochs} total epochs" in log  # ultralytics' "Resuming training ..." line
-    assert runner.inspect(spec).state == "finished" and runner.results_epochs(spec.run_dir) == epochs
+    assert log.count("\n$ ") == 3 and log.count(f"train resume=True model={last} device=cpu") == 2
+    for saved in (first, second):  # ultralytics' "Resuming training ... from epoch N to 8 total epochs"
+        assert f"from epoch {saved + 2} to 8 total epochs" in log
+    assert runner.inspect(spec).state == "finished" and runner.results_epochs(spec.run_dir) == 8
+    assert "Caught signal SIGUSR2" in Path(job.paths.stdout).read_text()  # submitit's checkpoint-and-requeue
     restarts = subprocess.run(["scontrol", "show", "job", job.job_id], capture_output=True, text=True).stdout
-    assert "Restarts=1" in restarts
+    assert "Restarts=2" in restarts
 
 
 @pytest.mark.slow

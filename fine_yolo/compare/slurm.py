@@ -273,10 +273,14 @@ class TrainRun(Checkpointable):
         raise CompareRunError(failure(self.spec, code, argv))
 
     def checkpoint(self, *args: Any, **kwargs: Any):
-        """Called by submitit on SIGUSR2 (time limit, preemption): stop the training, requeue this run."""
-        if self._proc is not None and self._proc.poll() is None:
+        """Called by submitit on SIGUSR2 (time limit, preemption): stop the training, requeue this run.
+
+        Runs in a signal handler that interrupted ``__call__``'s ``wait()``, which holds the process's wait lock: so
+        only a SIGTERM here; the training's atomic checkpoint writes make any moment safe, and ``__call__`` reaps it
+        as submitit's exit unwinds.
+        """
+        if self._proc is not None and self._proc.returncode is None:
             self._proc.terminate()
-            self._proc.wait()
         return DelayedSubmission(TrainRun(self.spec, self.device))
 
 
