@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
 import sys
 
@@ -186,7 +187,9 @@ def test_cli_export_onnx(export_dir, capsys):
 
     assert run_subcommand("export", ["model=yolov8n-fine.yaml", "format=onnx", "imgsz=128", "opset=17"]) == 0
     out = capsys.readouterr().out
-    assert "PASS" in out and "opset 17" in out
+    (summary,) = [line for line in out.splitlines() if line.startswith(("PASS: ", "FAIL: "))]
+    assert re.fullmatch(r"PASS: .*yolov8n-fine\.onnx — TensorRT 10\.3 offline check, opset 17, \d+ nodes, \d+ op types",
+                        summary), summary
     assert (export_dir / "yolov8n-fine.onnx").is_file()
 
 
