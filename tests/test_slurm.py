@@ -7,8 +7,10 @@ from __future__ import annotations
 
 import json
 import os
+import pickle
 import re
 import shutil
+import signal
 import socket
 import subprocess
 import threading
@@ -140,6 +142,25 @@ def test_status_and_complete_pairs_of_local_runs(tmp_path):
                                         "seed1-fine": "interrupted, not finished"}
 
 
+def test_a_task_reads_its_run_folder_first(tmp_path):
+    # What every start of a SLURM task does, requeued or not: a finished run returns at once, a changed one stops.
+    plan = _plan(tmp_path, "d.yaml", seeds=(0,), epochs=3)
+    base, fine = plan.runs
+    _trained(base)
+    task = slurm_module.TrainRun(base, "cpu")
+    assert task() == "finished" and not runner.log_path(base).exists()  # no training was started
+    _trained(fine)
+    changed = _plan(tmp_path, "d.yaml", seeds=(0,), epochs=5).run(0, "fine")
+    with pytest.raises(runner.CompareRunError, match=r"seed0-fine: .* was changed after submission \(epochs: 3 -> 5\)"):
+        slurm_module.TrainRun(changed, "cpu")()
+    task._proc = subprocess.Popen(["sleep", "60"])
+    copy = pickle.loads(pickle.dumps(task))  # what submitit pickles: the spec and device, never the process
+    assert (copy.spec, copy.device, copy._proc) == (base, "cpu", None)
+    requeued = task.checkpoint()  # on SIGUSR2: the training is signalled, the same run is resubmitted
+    assert task._proc.wait(timeout=30) == -signal.SIGTERM
+    assert (requeued.function.spec, requeued.function.device, requeued.args) == (base, "cpu", ())
+
+
 # ------------------------------------------------------------------------------------------------- the real SLURM
 
 
@@ -264,27 +285,34 @@ def test_a_run_failing_on_the_node_is_named_with_its_log(cluster, data_yaml, tmp
     data = tmp_path / "data.yaml"
     data.write_text(data_yaml.read_text())
     plan = _plan(tmp_path, data)
+    params = {**preflight(plan, SlurmSettings()), "additional_parameters": {"hold": True}}
+    held = slurm_module.submit(plan, [runner.RunState(spec, "empty") for spec in plan.runs], params, "cpu")
+    jobs = runner.read_jobs(plan.project)
+    assert [jobs[spec.name]["job_id"] for spec in plan.runs] == [j.job_id for j in held]
+    assert _states(plan) == {"seed0-baseline": "queued", "seed0-fine": "queued"}
     raised: list[BaseException] = []
+    messages: list[str] = []
 
-    def launch():
+    def launch():  # a second compare finds both runs queued: it waits for them instead of submitting them again
         try:
-            slurm_module.run_plan_slurm(plan, SlurmSettings(cpus_per_run=1), echo=lambda s: None,
-                                        extra_parameters={"hold": True})
+            slurm_module.run_plan_slurm(plan, SlurmSettings(), echo=messages.append)
         except BaseException as e:  # noqa: B036 - handed to the test thread
             raised.append(e)
 
     thread = threading.Thread(target=launch)
     thread.start()
-    jobs_file = plan.project / "logs" / runner.JOBS_FILE
     deadline = time.time() + 120
-    while len(runner.read_jobs(plan.project)) < 2:  # submitted, held
+    while len(messages) < 2:
         assert time.time() < deadline and thread.is_alive(), raised
         time.sleep(0.2)
+    assert messages == [f"{spec.name}: already submitted as SLURM job {jobs[spec.name]['job_id']} (PENDING); waiting "
+                        "for it" for spec in plan.runs]
     data.write_text("path: [unclosed\n")  # the dataset YAML turns corrupt after submission: on the node
-    array = json.loads(jobs_file.read_text())["seed0-fine"]["job_id"].split("_")[0]
+    array = held[0].job_id.split("_")[0]
     subprocess.run(["scontrol", "release", array], check=True, timeout=60)
     thread.join(timeout=240)
     assert not thread.is_alive() and len(raised) == 1 and isinstance(raised[0], runner.CompareRunError), raised
+    assert runner.read_jobs(plan.project) == {**jobs, **{n: {**j, "exit": 1} for n, j in jobs.items()}}  # no resubmit
     failed = raised[0].report.failed
     assert sorted(failed) == ["seed0-baseline", "seed0-fine"]
     for name, message in failed.items():

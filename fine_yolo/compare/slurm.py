@@ -310,18 +310,14 @@ def _outcome(record: dict[str, Any]) -> tuple[str, Any] | None:
         return None
 
 
-def run_plan_slurm(plan: Plan, settings: SlurmSettings, echo: Callable[[str], None] = print,
-                   extra_parameters: dict[str, Any] | None = None) -> RunReport:
+def run_plan_slurm(plan: Plan, settings: SlurmSettings, echo: Callable[[str], None] = print) -> RunReport:
     """Submit every unfinished run of ``plan`` as a job array and wait for all of them (see the module docstring).
 
-    ``extra_parameters`` go to sbatch as they are (``{"hold": True}`` submits held, for tests). Raises
-    :class:`CompareRunError` (with the report, ``failed`` filled) when a run failed.
+    Raises :class:`CompareRunError` (with the report, ``failed`` filled) when a run failed.
     """
     from tqdm import tqdm
 
     params = preflight(plan, settings)
-    if extra_parameters:
-        params["additional_parameters"] = dict(extra_parameters)
     report, todo = prepare(plan, echo)
     if not todo:
         return report
