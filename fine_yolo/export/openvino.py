@@ -1,8 +1,10 @@
 """OpenVINO on the CPU: compile an exported model at a chosen precision, read back what the plugin really ran, profile.
 
 ultralytics exports OpenVINO IR itself (``yolo export format=openvino``, ``fine-yolo export format=openvino``:
-``half=True`` stores FP16 weights, ``int8=True data=<dataset YAML>`` quantises with NNCF); FINE needs nothing extra
-there (SDPA becomes OpenVINO's ``ScaledDotProductAttention`` op). What this module adds is the runtime side:
+``half=True`` stores FP16 weights, ``int8=True data=<dataset YAML>`` quantises with NNCF). FINE is recorded there in
+its ``tokens`` form (:mod:`fine_yolo.glue.export_form`), whose Transpose-MatMul-Softmax-MatMul-Transpose the CPU plugin
+compiles into one fused attention kernel per block (:func:`attention_nodes` finds it). What this module adds is the
+runtime side:
 
 * :func:`compile_openvino` compiles an IR (the ``*_openvino_model/`` folder or its ``.xml``) for the CPU with a
   precision hint — ``default`` leaves the plugin's choice, which on a CPU with AMX/AVX512-BF16 is **bf16**, not f32;
