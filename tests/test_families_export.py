@@ -1,6 +1,7 @@
-"""ONNX export of every new FINE family and task through ultralytics: ONNX Runtime parity where FINE matters (for the
-NMS-free end-to-end heads of YOLOv10/YOLO26, on the raw one-to-one head output they rank), and the offline TensorRT
-10.3 check (yolov8/12 detection: tests/test_trt_check.py and tests/test_onnx_parity.py).
+"""ONNX export of every new FINE family and task through ultralytics: ONNX Runtime parity where FINE matters, and the
+offline TensorRT 10.3 check (yolov8/12 detection: tests/test_trt_check.py and tests/test_onnx_parity.py). YOLOv10 and
+YOLO26 export their one-to-many head here (ultralytics 8.4 exports the NMS-free one-to-one head only with
+``nms=False``); the end-to-end branch below (raw one-to-one output, then its top-k) is for such an export.
 
 Tolerances are derived per output group (boxes, scores, task extras) from PyTorch's own float32 error against a
 float64 run of the same weights (``helpers.assert_parity``): decoded boxes and keypoints carry the strides' x8-x32
@@ -29,7 +30,7 @@ from helpers import (
 from fine_yolo.export.trt_check import check_onnx
 from fine_yolo.models import FINE_MODELS, baseline_name, build, is_rtdetr, scales
 
-# v10 detection is exported there too, but its NMS-free head's raw outputs are compared only here.
+# yolov8 and yolo12 detection are exported in tests/test_onnx_parity.py and tests/test_trt_check.py.
 _COVERED_ELSEWHERE = {"YOLOv8": ("detect",), "YOLO12": ("detect",)}
 # One model per family, task and placement (rtdetr-resnet101 has resnet50's neck), at its smallest scale.
 EXPORTED = list({(m.family, m.task, m.stages): scales(name)[0] for name, m in reversed(FINE_MODELS.items())
