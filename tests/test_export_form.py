@@ -85,3 +85,11 @@ def test_fine_yolo_export_sets_the_form_itself_without_the_seam(tmp_path, monkey
     path = export_model("yolov8n-fine.yaml", "onnx", check=False, verbose=False, imgsz=64, simplify=False)
     ops = [n.op_type for n in onnx.load(str(path)).graph.node if "fine" in n.name.lower()]
     assert ops.count("Conv") == 6 and "Gemm" not in ops
+
+
+def test_bench_records_the_form_its_pytorch_model_runs():
+    from fine_yolo.bench.backends import prepare_torch
+
+    fine = prepare_torch("yolov8n-fine.yaml", imgsz=64, e2e=False)
+    assert fine.info["fine_form"] == "tokens" and fine.network() > 0
+    assert "fine_form" not in prepare_torch("yolov8n.yaml", imgsz=64, e2e=False).info

@@ -122,12 +122,21 @@ def prepare_torch(model: str, imgsz: int = 640, device: str = "cpu", half: bool 
                 return (time.perf_counter() - t0) * 1e3
 
     info = {"backend": "torch", "device": str(dev), "dtype": str(dtype).replace("torch.", ""),
-            "threads": torch.get_num_threads()}
+            "threads": torch.get_num_threads(), **_fine_form(net)}
     return Prepared(model, model, network, _e2e_runner(yolo, imgsz, device, half) if e2e else None, info)
 
 
+def _fine_form(net) -> dict[str, str]:
+    """``{"fine_form": ...}``: the form of eq. 5-7 that FINE's blocks run in (nothing for a model without FINE)."""
+    from fine_yolo.nn.fine import FINE
+
+    forms = sorted({m.form for m in net.modules() if isinstance(m, FINE)})
+    return {"fine_form": ",".join(forms)} if forms else {}
+
+
 def _export(model: str, fmt: str, out_dir: Path, **kwargs: Any) -> str:
-    """Export with :func:`fine_yolo.export.engine.export_model` and move the file into ``out_dir``."""
+    """Export with :func:`fine_yolo.export.engine.export_model` (which records FINE in the format's form,
+    :func:`fine_yolo.nn.fine.form_for`) and move the file into ``out_dir``."""
     from fine_yolo.export.engine import export_model
 
     path = Path(export_model(model, fmt, check=False, verbose=False, **kwargs))
