@@ -46,7 +46,7 @@ FINE_MARGIN = 10.0  # FINE's effect on a checked output must exceed its toleranc
 
 
 def conv_bias(conv: torch.nn.Conv2d) -> torch.Tensor:
-    """The convolution's bias, zeros where it has none (the current K/V and projection; pre-change modules have one)."""
+    """The convolution's bias, zeros where it has none (K/V and eq. 10; test_block_checkpoints attaches one)."""
     return conv.bias if conv.bias is not None else conv.weight.new_zeros(conv.out_channels)
 
 
