@@ -26,8 +26,8 @@ Choices where the paper is silent (one line each):
   M = 0 and pass through unchanged.
 * Attention is ``F.scaled_dot_product_attention``: torch's fused CPU/GPU kernels eager; TorchScript's ONNX exporter
   writes MatMul/Softmax/MatMul with 1/sqrt(d) split over Q and K, the pattern TensorRT fuses.
-* The authors' FINE-FPN code differs from the paper, which is followed here: it uses linear attention without
-  softmax, LayerNorm + a feed-forward network after the attention, bilinear upsampling, and no ``+ F_low``.
+* The authors' code (HyungseopLee/FINE-FPN) differs from the paper, which is followed here: it uses linear attention
+  without softmax, LayerNorm + a feed-forward network after the attention, bilinear upsampling, and no ``+ F_low``.
 
 Forms. :attr:`FINE.form` chooses how eq. 5-7 are laid out; both give the same values up to float summation order
 (tested). Exporters set it: :mod:`fine_yolo.glue.export_form` for ultralytics' ``Exporter``, :func:`block_form`
@@ -48,7 +48,7 @@ Variants for the paper's ablations (``attention=``, Table 3; ``pool=``, Table 6)
   Token-free variants keep k = 1, r = 2, pool = "avg" and have :attr:`FINE.token_stride` 1 (eq. 8 is the identity).
 
 Taps for analysis: forward hooks on the block see ``(low, high)`` and F_low_aligned; forward hooks on
-``gain_tap`` (an ``nn.Identity``, free when no hook is registered) see ``1 + M^`` on the token grid.
+``gain_tap`` (an ``nn.Identity``: one module call when nothing hooks it) see ``1 + M^`` on the token grid.
 """
 
 from __future__ import annotations
