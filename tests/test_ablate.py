@@ -191,6 +191,7 @@ def test_module_entry_point_prints_help_and_one_sentence_errors(capsys):
 
     assert main(["help"]) == 0
     out = capsys.readouterr().out
-    assert out.startswith("python -m fine_yolo.analysis.ablate") and "keys (key=value):" in out and "table" in out
+    assert out.startswith("python -m fine_yolo.analysis.ablate\n") and "\nkeys (key=value):\n" in out
+    assert "\n  table       3, 4, 5 (Fig. 5), 6, all, or a comma list (default 'all')\n" in out
     assert main(["bogus"]) == 2
     assert capsys.readouterr().err.strip() == "python -m fine_yolo.analysis.ablate: argument 'bogus' is not key=value"
