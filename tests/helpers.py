@@ -23,10 +23,12 @@ check another kernel family.
 
 from __future__ import annotations
 
+import ast
 import copy
 import math
 import os
 from contextlib import contextmanager
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -38,6 +40,32 @@ from fine_yolo.nn import FINE
 FLOAT32_EPS = float(np.finfo(np.float32).eps)  # u: 2**-23
 SPREAD = 8.0  # an export's error may be this many times PyTorch's own float32 error (measured: up to 2.6)
 FINE_MARGIN = 10.0  # FINE's effect on a checked output must exceed its tolerance this many times
+
+
+# --- the package's own imports (tests/test_layers.py, tests/test_glue.py) ------------------------------------------
+
+
+def modules(root: Path, package: str = "fine_yolo") -> dict[str, Path]:
+    """Dotted name -> file of every module of ``package`` under ``root``."""
+    return {".".join(p.relative_to(root).with_suffix("").parts).removesuffix(".__init__"): p
+            for p in sorted((root / package).rglob("*.py"))}
+
+
+def imports(name: str, path: Path, known: dict[str, Path]) -> set[str]:
+    """Package modules that module ``name`` imports: ``from a import b`` is module ``a.b`` when that exists, else
+    ``a``; ``import a.b`` is ``a.b``; relative imports are resolved."""
+    pkg = name if path.name == "__init__.py" else name.rpartition(".")[0]
+    found = set()
+    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
+        if isinstance(node, ast.Import):
+            found |= {a.name for a in node.names}
+        elif isinstance(node, ast.ImportFrom):
+            base = node.module or ""
+            if node.level:
+                parts = pkg.split(".")[: len(pkg.split(".")) - node.level + 1]
+                base = ".".join(parts + ([base] if base else []))
+            found |= {f"{base}.{a.name}" if f"{base}.{a.name}" in known else base for a in node.names}
+    return {m for m in found if m in known and m != name}
 
 
 # --- the FINE block, literally ---------------------------------------------------------------------------------------

@@ -12,7 +12,7 @@ from pathlib import Path
 
 import pytest
 from conftest import offline_env
-from test_layers import imports, modules
+from helpers import imports, modules
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -96,7 +96,7 @@ def test_pth_switch_values_match_the_hook():
 
 
 def _import_graph() -> dict[str, set[str]]:
-    """Module -> fine_yolo modules it imports (module level and inside functions alike; test_layers' parser)."""
+    """Module -> fine_yolo modules it imports (module level and inside functions alike; helpers' import parser)."""
     known = modules(ROOT)
     return {m: imports(m, p, known) for m, p in known.items()}
 

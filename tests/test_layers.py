@@ -9,8 +9,9 @@ dependency. A module that belongs to no layer fails too, so a new one gets a pla
 
 from __future__ import annotations
 
-import ast
 from pathlib import Path
+
+from helpers import imports, modules
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -36,29 +37,6 @@ def layer_of(module: str) -> int | None:
             if hit and len(p) > length:
                 best, length = i, len(p)
     return best
-
-
-def modules(root: Path, package: str = "fine_yolo") -> dict[str, Path]:
-    """Dotted name -> file of every module of ``package`` under ``root``."""
-    return {".".join(p.relative_to(root).with_suffix("").parts).removesuffix(".__init__"): p
-            for p in sorted((root / package).rglob("*.py"))}
-
-
-def imports(name: str, path: Path, known: dict[str, Path]) -> set[str]:
-    """Package modules that module ``name`` imports: ``from a import b`` is module ``a.b`` when that exists, else
-    ``a``; ``import a.b`` is ``a.b``; relative imports are resolved."""
-    pkg = name if path.name == "__init__.py" else name.rpartition(".")[0]
-    found = set()
-    for node in ast.walk(ast.parse(path.read_text(encoding="utf-8"))):
-        if isinstance(node, ast.Import):
-            found |= {a.name for a in node.names}
-        elif isinstance(node, ast.ImportFrom):
-            base = node.module or ""
-            if node.level:
-                parts = pkg.split(".")[: len(pkg.split(".")) - node.level + 1]
-                base = ".".join(parts + ([base] if base else []))
-            found |= {f"{base}.{a.name}" if f"{base}.{a.name}" in known else base for a in node.names}
-    return {m for m in found if m in known and m != name}
 
 
 def upward_edges(root: Path, package: str = "fine_yolo") -> list[str]:
