@@ -1,13 +1,15 @@
 """The shipped FINE model YAMLs: which upstream YAML each derives from, and where FINE goes (one table, as data).
 
-Each FINE YAML is its ultralytics baseline plus one row per top-down fusion stage, inserted just before the Concat
-that fuses the stage (paper §5.3.2: k=1 at P4<-P5, k=2 at P3<-P4; r=2; head dim 16). A *top-down fusion stage* is a
-Concat whose two inputs are an upsampled coarse map (``nn.Upsample``, or ``nn.ConvTranspose2d`` in YOLOv6) and a
-lateral finer map: FINE aligns the lateral map (``low``) with the map the upsampler reads (``high``), which is
-``r = 2`` times coarser. FINE rows take no layer index (see ``fine_yolo.glue.fine_rows``), so every other row keeps
-the baseline's index, comment and state-dict name. ``scripts/make_fine_yamls.py`` writes ``cfg/models/`` from
-:data:`FINE_MODELS`; tests check that the files still match, that every placement is a top-down fusion stage of its
-upstream YAML, and that the README's placement table is :func:`placement_table`'s output.
+Each FINE YAML is its ultralytics baseline with the Concat row of each top-down fusion stage replaced by a
+``FINEConcat`` row with FINE's arguments (paper eq. 3 and §5.3.2: k=1 at P4<-P5, k=2 at P3<-P4; r=2; head dim 16);
+every other row, index, comment and state-dict name is upstream's. A *top-down fusion stage* is a Concat whose two
+inputs are an upsampled coarse map (``nn.Upsample``, or ``nn.ConvTranspose2d`` in YOLOv6) and a lateral finer map:
+FINE aligns the lateral map (``low``) with the map the upsampler reads (``high``), which is ``r = 2`` times coarser.
+A nearest ``nn.Upsample``'s input is recovered from its output by a strided slice, so the row keeps upstream's two
+inputs; a learned upsampler (YOLOv6) gets ``high`` as a third input (see ``fine_yolo.glue.fine_rows``).
+``scripts/make_fine_yamls.py`` writes ``cfg/models/`` from :data:`FINE_MODELS`; tests check that the files still
+match, that every placement is a top-down fusion stage of its upstream YAML, and that the docs' placement table is
+:func:`placement_table`'s output.
 """
 
 from __future__ import annotations
@@ -32,8 +34,10 @@ class PlacementError(ValueError):
 
 
 class Stage(NamedTuple):
-    """One FINE row: refine layer ``low`` with layer ``high`` (baseline indices), AATS kernel ``k``, head dim."""
+    """One fusion row: upstream Concat row ``row`` becomes FINEConcat; FINE refines layer ``low`` with layer ``high``
+    (upstream indices) with AATS kernel ``k`` and head dim ``head_dim``."""
 
+    row: int
     low: int
     high: int
     k: int
@@ -49,8 +53,8 @@ class FineModel(NamedTuple):
     task: str
 
 
-def _stages(p4: tuple[int, int], p3: tuple[int, int], p4_head_dim: int = HEAD_DIM) -> tuple[Stage, ...]:
-    """The paper's two stages: P4<-P5 with k=1, then P3<-P4 with k=2 (``(low, high)`` each)."""
+def _stages(p4: tuple[int, int, int], p3: tuple[int, int, int], p4_head_dim: int = HEAD_DIM) -> tuple[Stage, ...]:
+    """The paper's two stages: P4<-P5 with k=1, then P3<-P4 with k=2 (``(row, low, high)`` each)."""
     return Stage(*p4, 1, p4_head_dim), Stage(*p3, 2)
 
 
@@ -72,21 +76,22 @@ _V9_HEAD_DIM = {"m": 24}
 
 # fine YAML name -> FineModel. Indices were read off each upstream YAML; tests re-derive them from the YAML text.
 FINE_MODELS: dict[str, FineModel] = {
-    **_family("yolov5", "v5", "YOLOv5", _stages((6, 10), (4, 14)), ("detect",)),
-    **_family("yolov6", "v6", "YOLOv6", _stages((6, 10), (4, 15)), ("detect",)),
-    **_family("yolov8", "v8", "YOLOv8", _stages((6, 9), (4, 12)), _TASKS),
-    **{f"yolov9{s}-fine.yaml": FineModel(f"v9/yolov9{s}.yaml", _stages((6, 9), (4, 12), _V9_HEAD_DIM.get(s, HEAD_DIM)),
+    **_family("yolov5", "v5", "YOLOv5", _stages((12, 6, 10), (16, 4, 14)), ("detect",)),
+    **_family("yolov6", "v6", "YOLOv6", _stages((12, 6, 10), (17, 4, 15)), ("detect",)),
+    **_family("yolov8", "v8", "YOLOv8", _stages((11, 6, 9), (14, 4, 12)), _TASKS),
+    **{f"yolov9{s}-fine.yaml": FineModel(f"v9/yolov9{s}.yaml",
+                                         _stages((11, 6, 9), (14, 4, 12), _V9_HEAD_DIM.get(s, HEAD_DIM)),
                                          "YOLOv9", "detect") for s in "tsmc"},
-    "yolov9e-fine.yaml": FineModel("v9/yolov9e.yaml", _stages((25, 29), (22, 32)), "YOLOv9", "detect"),
-    **{f"yolov10{s}-fine.yaml": FineModel(f"v10/yolov10{s}.yaml", _stages((6, 10), (4, 13)), "YOLOv10", "detect")
-       for s in "nsmblx"},
-    **_family("yolo11", "11", "YOLO11", _stages((6, 10), (4, 13)), _TASKS),
-    **_family("yolo12", "12", "YOLO12", _stages((6, 8), (4, 11)), ("detect",)),
-    **_family("yolo26", "26", "YOLO26", _stages((6, 10), (4, 13)), (*_TASKS, "semantic")),
+    "yolov9e-fine.yaml": FineModel("v9/yolov9e.yaml", _stages((31, 25, 29), (34, 22, 32)), "YOLOv9", "detect"),
+    **{f"yolov10{s}-fine.yaml": FineModel(f"v10/yolov10{s}.yaml", _stages((12, 6, 10), (15, 4, 13)), "YOLOv10",
+                                          "detect") for s in "nsmblx"},
+    **_family("yolo11", "11", "YOLO11", _stages((12, 6, 10), (15, 4, 13)), _TASKS),
+    **_family("yolo12", "12", "YOLO12", _stages((10, 6, 8), (13, 4, 11)), ("detect",)),
+    **_family("yolo26", "26", "YOLO26", _stages((12, 6, 10), (15, 4, 13)), (*_TASKS, "semantic")),
     # RT-DETR's hybrid encoder (CCFF): the lateral input_proj conv (low) meets the upsampled lateral conv (high).
-    "rtdetr-l-fine.yaml": FineModel("rt-detr/rtdetr-l.yaml", _stages((14, 12), (19, 17)), "RT-DETR", "detect"),
-    "rtdetr-x-fine.yaml": FineModel("rt-detr/rtdetr-x.yaml", _stages((18, 16), (23, 21)), "RT-DETR", "detect"),
-    **{f"rtdetr-resnet{d}-fine.yaml": FineModel(f"rt-detr/rtdetr-resnet{d}.yaml", _stages((9, 7), (14, 12)),
+    "rtdetr-l-fine.yaml": FineModel("rt-detr/rtdetr-l.yaml", _stages((15, 14, 12), (20, 19, 17)), "RT-DETR", "detect"),
+    "rtdetr-x-fine.yaml": FineModel("rt-detr/rtdetr-x.yaml", _stages((19, 18, 16), (24, 23, 21)), "RT-DETR", "detect"),
+    **{f"rtdetr-resnet{d}-fine.yaml": FineModel(f"rt-detr/rtdetr-resnet{d}.yaml", _stages((10, 9, 7), (15, 14, 12)),
                                                 "RT-DETR", "detect") for d in (50, 101)},
 }
 
@@ -104,8 +109,8 @@ NOT_SHIPPED: dict[str, str] = {
 
 _HEADER = (
     "# fine_yolo: {name} = ultralytics {upstream} + FINE (arXiv 2606.14005) at both top-down fusion stages.\n"
-    "# A FINE row [[low, high], 1, FINE, [k]] aligns layer `low` with layer `high` before the next fusion and takes\n"
-    "# no layer index: every other row keeps the baseline's index, so baseline checkpoints transfer by name.\n"
+    "# Each top-down Concat row is a FINEConcat row with FINE's args [k, r, head_dim, attention, pool] (eq. 3:\n"
+    "# Concat(up, FINE(low, high))); every layer index is upstream's, so baseline checkpoints transfer by name.\n"
     "# Generated by scripts/make_fine_yamls.py; do not edit by hand.\n\n"
 )
 
@@ -181,39 +186,59 @@ def _row_lines(lines: list[str]) -> list[int]:
     return out
 
 
-def fine_row(stage: Stage) -> str:
-    """The YAML text of a FINE row (head dim written only when it is not the paper's 16)."""
+FUSION = "FINEConcat"  # the YAML word of a fusion row (fine_yolo.nn.fusion.FINEConcat)
+
+
+def _nearest(row: list) -> bool:
+    """Whether an upstream row is a nearest ``nn.Upsample`` by an integer factor (input: ``up[..., ::s, ::s]``)."""
+    _, _, module, args = row
+    args = list(args) + [None, None, "nearest"][len(args):]  # nn.Upsample(size=None, scale_factor=None, mode="nearest")
+    return module == "nn.Upsample" and isinstance(args[1], int) and args[2] == "nearest"
+
+
+def fine_row(stage: Stage, f: list[int], nearest: bool = True) -> str:
+    """The YAML text of a fusion row reading ``f`` (upstream's Concat inputs, the upsampled map first), plus ``high``
+    as a third input when the upsampler is not a nearest upsampling; head dim written only when it is not 16."""
     args = [stage.k] if stage.head_dim == HEAD_DIM else [stage.k, 2, stage.head_dim]
-    return f"[[{stage.low}, {stage.high}], 1, FINE, {args}]"
+    inputs = list(f) if nearest else [*f, stage.high]
+    return f"[{inputs}, 1, {FUSION}, {args}]"
 
 
 def render_fine_yaml(name: str, upstream_text: str) -> str:
-    """Return the text of FINE YAML ``name`` given the text of its upstream YAML.
+    """Return the text of FINE YAML ``name`` given the text of its upstream YAML: each stage's Concat row rewritten
+    as a fusion row in place (its comment kept, what FINE reads appended), every other line as upstream wrote it.
 
     Raises:
-        PlacementError: a stage of :data:`FINE_MODELS` is not a top-down fusion stage of the upstream YAML.
+        PlacementError: a stage of :data:`FINE_MODELS` is not a top-down fusion stage of the upstream YAML, or its
+            Concat lists the low map first (a fusion row reads the upsampled map first).
     """
     import yaml
 
     entry = FINE_MODELS[name]
     d = yaml.safe_load(upstream_text)
+    rows = d["backbone"] + d["head"]
     lines = upstream_text.splitlines(keepends=True)
     row_lines = _row_lines(lines)
-    if len(row_lines) != len(d["backbone"]) + len(d["head"]):
-        raise PlacementError(f"{entry.upstream}: found {len(row_lines)} row lines for "
-                             f"{len(d['backbone']) + len(d['head'])} rows (a row spanning lines?)")
-    found = {(low, high): concat for concat, low, high in top_down_stages(d)}
-    inserts = []
+    if len(row_lines) != len(rows):
+        raise PlacementError(f"{entry.upstream}: found {len(row_lines)} row lines for {len(rows)} rows "
+                             "(a row spanning lines?)")
+    found = top_down_stages(d)
     for stage in entry.stages:
-        if (stage.low, stage.high) not in found:
-            raise PlacementError(f"{entry.upstream}: ({stage.low}, {stage.high}) is not a top-down fusion stage; the "
-                                 f"YAML has {sorted(found)}")
-        inserts.append((row_lines[found[stage.low, stage.high]], stage))
-    for n, stage in sorted(inserts, reverse=True):  # bottom first: earlier line numbers stay valid
-        indent = re.match(r"^(\s*)", lines[n]).group(1)
-        d = "" if stage.head_dim == HEAD_DIM else f", head dim {stage.head_dim}"
-        comment = f"# FINE: align layer {stage.low} with layer {stage.high} (k={stage.k}{d})"
-        lines.insert(n, f"{indent}- {fine_row(stage)} {comment}\n")
+        if stage[:3] not in found:
+            raise PlacementError(f"{entry.upstream}: (row, low, high) {stage[:3]} is not a top-down fusion stage; the "
+                                 f"YAML has {found}")
+        f = rows[stage.row][0]
+        up = _absolute(f, stage.row)[0]
+        if up == stage.low:
+            raise PlacementError(f"{entry.upstream}: row {stage.row} {f} lists the low map first")
+        n = row_lines[stage.row]
+        m = re.match(r"^(\s*- )(\[.*?\]\s*,\s*1\s*,\s*Concat\s*,\s*\[1\]\s*\])(\s*#.*)?$", lines[n].rstrip("\n"))
+        if not m:
+            raise PlacementError(f"{entry.upstream}: cannot read row {stage.row}'s line: {lines[n].strip()}")
+        dim = "" if stage.head_dim == HEAD_DIM else f", head dim {stage.head_dim}"
+        fine = f"FINE(low={stage.low}, high={stage.high}, k={stage.k}{dim})"
+        comment = f"{m.group(3)} + {fine}" if m.group(3) else f" # {fine}"
+        lines[n] = f"{m.group(1)}{fine_row(stage, f, _nearest(rows[up]))}{comment}\n"
     return _HEADER.format(name=name, upstream=entry.upstream) + "".join(lines)
 
 
@@ -252,14 +277,14 @@ def _common_pattern(names: list[str]) -> str:
 
 def _cell(stage: Stage) -> str:
     d = "" if stage.head_dim == HEAD_DIM else f", d={stage.head_dim}"
-    return f"{stage.low} ← {stage.high}, k={stage.k}{d}"
+    return f"{stage.row}: {stage.low} ← {stage.high}, k={stage.k}{d}"
 
 
 def placement_table() -> str:
     """The README's table of shipped FINE models: one row per upstream YAML, grouped by family (v9/v10 per file).
 
     Rows of one family and task that place FINE identically are merged (``yolov9{t,s,c}``); the cells read
-    ``low ← high, k`` in baseline layer indices.
+    ``row: low ← high, k`` in upstream layer indices (the fusion row, the maps FINE reads).
     """
     rows: list[list[str]] = []
     merged: dict[tuple, list[str]] = {}
@@ -279,8 +304,8 @@ def placement_table() -> str:
             model = _common_pattern(names)
             source = _common_pattern([FINE_MODELS[n].upstream for n in names])
         out.append([family, task, model, source, *(_cell(s) for s in key[2])])
-    header = ["family", "task", "FINE YAML", "from ultralytics (`cfg/models/`)", "FINE at P4←P5 (low ← high)",
-              "FINE at P3←P4 (low ← high)"]
+    header = ["family", "task", "FINE YAML", "from ultralytics (`cfg/models/`)", "P4←P5 fusion (row: low ← high)",
+              "P3←P4 fusion (row: low ← high)"]
     return markdown_table(header, out)
 
 

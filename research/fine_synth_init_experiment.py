@@ -63,8 +63,8 @@ def run(args: dict) -> None:
         if variant == "trajectory" and seed == 0:
             def log(trainer, trajectory=trajectory):
                 row = {"step": len(trajectory), "lr": [g["lr"] for g in trainer.optimizer.param_groups]}
-                for block in ("fine0", "fine1"):
-                    f = getattr(trainer.model.model, block)
+                for block in ("fine11", "fine14"):  # the FINE of fusion rows 11 and 14
+                    f = trainer.model.model[int(block[4:])].fine
                     row[block] = {"b_O max|.|": f.out.bias.abs().max().item(), "||W_O||": f.out.weight.norm().item()}
                 trajectory.append(row)
 

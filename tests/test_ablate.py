@@ -61,7 +61,7 @@ def test_variant_yaml_rewrites_only_the_fine_rows():
     a, b = yaml.safe_load(text), yaml.safe_load(out)
     rows_a, rows_b = a["backbone"] + a["head"], b["backbone"] + b["head"]
     changed = [(i, ra, rb) for i, (ra, rb) in enumerate(zip(rows_a, rows_b)) if ra != rb]
-    assert [(i, rb[3]) for i, _, rb in changed] == [(11, [1, 2, 16, "window", "avg"]), (15, [1, 2, 16, "window",
+    assert [(i, rb[3]) for i, _, rb in changed] == [(11, [1, 2, 16, "window", "avg"]), (14, [1, 2, 16, "window",
                                                                                               "avg"])]
     assert all(ra[:3] == rb[:3] for _, ra, rb in changed) and len(rows_a) == len(rows_b)
     with pytest.raises(ablate.AblateError, match="found 2 FINE rows .* 3 FINE blocks"):
@@ -140,7 +140,8 @@ def test_dry_run_prints_every_run_once_and_trains_nothing(tmp_path, capsys):
     assert all(" epochs=2 imgsz=64 " in c and " deterministic=True " in c for c in cmds)
     assert not (out / "accuracy").exists()  # nothing trained
     dw = yaml.safe_load((out / "yaml" / "yolov8n-fine-dwconv.yaml").read_text())
-    assert [r[3] for r in dw["head"] if r[2] == "FINE"] == [[1, 2, 16, "aats", "dwconv"], [2, 2, 16, "aats", "dwconv"]]
+    assert [r[3] for r in dw["head"] if r[2] == "FINEConcat"] == [[1, 2, 16, "aats", "dwconv"],
+                                                                  [2, 2, 16, "aats", "dwconv"]]
 
 
 def test_bad_arguments_name_themselves():

@@ -251,10 +251,10 @@ def test_window_and_area_need_maps_an_integer_factor_apart(attention):
 # --- YAML rows ------------------------------------------------------------------------------------------------------
 
 def _v8n_yaml(tmp_path, p4_args: str, p3_args: str, name: str = "yolov8n-variant.yaml") -> str:
-    """yolov8n-fine.yaml with the two FINE rows' args replaced."""
+    """yolov8n-fine.yaml with the two fusion rows' FINE args replaced."""
     text = _shipped_v8_text()
-    text = text.replace("[[6, 9], 1, FINE, [1]]", f"[[6, 9], 1, FINE, {p4_args}]")
-    text = text.replace("[[4, 12], 1, FINE, [2]]", f"[[4, 12], 1, FINE, {p3_args}]")
+    text = text.replace("[[-1, 6], 1, FINEConcat, [1]]", f"[[-1, 6], 1, FINEConcat, {p4_args}]")
+    text = text.replace("[[-1, 4], 1, FINEConcat, [2]]", f"[[-1, 4], 1, FINEConcat, {p3_args}]")
     path = tmp_path / name
     path.write_text(text)
     return str(path)

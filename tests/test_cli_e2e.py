@@ -85,8 +85,8 @@ def test_from_ultralytics_import_yolo_knows_fine_without_importing_fine_yolo(tmp
 def test_ddp_worker_style_rebuild_from_yaml_name(tmp_path):
     # ultralytics' DDP workers import only ultralytics and rebuild the model from the YAML name (utils/dist.py)
     code = "from ultralytics.nn.tasks import DetectionModel; m = DetectionModel('yolov8n-fine.yaml', verbose=False); "
-    code += "print(type(m.model.fine0).__name__, len(m.model))"
-    assert ok(run([sys.executable, "-c", code], cwd=tmp_path)).split()[-2:] == ["FINE", "25"]
+    code += "print(type(m.model[11].fine).__name__, len(m.model))"
+    assert ok(run([sys.executable, "-c", code], cwd=tmp_path)).split()[-2:] == ["FINE", "23"]  # upstream's 23 layers
 
 
 def _all_row(out: str, data_yaml: Path) -> re.Match | None:
@@ -138,7 +138,7 @@ def test_checkpoint_holds_fine_and_pretrained_transfer_from_it(trained, tmp_path
         import torch
         from ultralytics import YOLO
         m = YOLO(r"{trained}")
-        print(type(m.model.model.fine1).__name__, m.model.yaml["yaml_file"])
+        print(type(m.model.model[14].fine).__name__, m.model.yaml["yaml_file"])
         """
     )
     out = ok(run([sys.executable, "-c", code], cwd=tmp_path)).strip().splitlines()[-1]

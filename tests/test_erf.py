@@ -139,7 +139,7 @@ def test_study_on_a_fresh_model():
                     progress=False)
     assert not rec["trained"] and "freshly initialised" in rec["state"]
     assert [(r["stage"], r["k"], r["r"]) for r in rec["records"]] == [
-        ("fine0", 1, 1), ("fine0", 1, 2), ("fine0", 1, 4), ("fine1", 2, 1), ("fine1", 2, 2), ("fine1", 2, 4)]
+        ("fine11", 1, 1), ("fine11", 1, 2), ("fine11", 1, 4), ("fine14", 2, 1), ("fine14", 2, 2), ("fine14", 2, 4)]
     for r in rec["records"]:
         assert r["low_pool"] == r["r"] * r["k"] and r["high_pool"] == r["k"]
         assert r["ratio"] == pytest.approx(r["sigma_high"] / r["sigma_low"])
@@ -147,7 +147,7 @@ def test_study_on_a_fresh_model():
         assert len(r["sigma_low_per_image"]) == 2
         # an untrained network's low-level ERF is local: its fitted centre lies within one token cell of the token
         assert r["offset_low"] < 64 / r["low_grid"][0]
-    for stage in ("fine0", "fine1"):
+    for stage in ("fine11", "fine14"):
         rs = [r for r in rec["records"] if r["stage"] == stage]
         assert len({r["sigma_high"] for r in rs}) == 1  # the high token does not depend on r
         assert rs[0]["sigma_low"] < rs[2]["sigma_low"]  # pooling 4x more of F_low widens its token's ERF
@@ -167,7 +167,7 @@ def test_erf_command_end_to_end(tmp_path):
     for r in rec["records"]:
         assert {"r", "sigma_low", "sigma_high", "stage", "k", "ratio"} <= set(r)
         assert r["sigma_low"] > 0 and r["sigma_high"] > 0
-    assert sorted(p.name for p in out.iterdir()) == ["erf_fine0.png", "erf_fine1.png"]
+    assert sorted(p.name for p in out.iterdir()) == ["erf_fine11.png", "erf_fine14.png"]
 
 
 def test_erf_command_names_a_bad_anchor(capsys):

@@ -17,26 +17,18 @@ from helpers import imports, modules
 ROOT = Path(__file__).resolve().parents[1]
 
 
-def test_fine_model_keeps_every_from_index_explicit_as_ultralytics_wrote_it():
-    """Detect.f of yolov8n is [15, 18, 21]; with FINE before layers 11 and 14 it must name the same layers at their
-    new positions, [17, 20, 23] (never -1), so code that reads m.f (distillation, feature hooks) finds them."""
+def test_fine_model_keeps_every_layer_index_as_ultralytics_wrote_it():
+    """Nothing is remapped: yolov8n-fine's Detect reads [15, 18, 21] as yolov8n's does, every layer keeps its upstream
+    index and ``from``, and only the two fusion rows (11, 14) change type, keeping their upstream inputs."""
     from ultralytics import YOLO
 
     base = YOLO("yolov8n.yaml", verbose=False).model.model
     fine = YOLO("yolov8n-fine.yaml", verbose=False).model.model
-    layers = [m for m in fine if type(m).__name__ != "FINE"]
-    position = {j: m.i for j, m in enumerate(layers)}  # baseline index -> position in the FINE model
-    assert fine[-1].f == [17, 20, 23] and [*fine[-1].f, fine[-1].i] == [17, 20, 23, 24]
-    assert [type(fine[i]).__name__ for i in fine[-1].f] == [type(base[j]).__name__ for j in base[-1].f]
-    assert (fine.fine0.f, fine.fine1.f) == ([6, 9], [4, 13])  # low, high at their positions
-    for b, f in zip(base, layers):
-        bf, ff = ([b.f], [f.f]) if isinstance(b.f, int) else (b.f, f.f)
-        assert isinstance(f.f, type(b.f)) and len(bf) == len(ff)
-        for x, y in zip(bf, ff):
-            if x == -1:  # -1 stays -1 unless a FINE module now sits just before (then: the aligned map's position)
-                assert y == -1 or type(fine[y]).__name__ == "FINE" or y == position[b.i - 1], (b.i, b.f, f.f)
-            else:  # an explicit index stays explicit; it names the FINE-aligned map when FINE refined that layer
-                assert y != -1 and y in (position[x], fine.fine0.i, fine.fine1.i), (b.i, b.f, f.f)
+    assert fine[-1].f == base[-1].f == [15, 18, 21] and fine[-1].i == 22
+    assert [(m.i, m.f) for m in fine] == [(m.i, m.f) for m in base]
+    assert [i for i, (b, f) in enumerate(zip(base, fine)) if type(b) is not type(f)] == [11, 14]
+    assert [(type(fine[i]).__name__, fine[i].fine_from) for i in (11, 14)] == [("FINEConcat", [6, 9]),
+                                                                             ("FINEConcat", [4, 12])]
 
 
 def test_parse_model_wrapper_passes_through_whatever_ultralytics_passes():

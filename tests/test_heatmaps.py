@@ -46,7 +46,7 @@ def _x(n: int = 2, seed: int = 0) -> torch.Tensor:
 def test_blocks_map_back_to_the_placement_table(fresh):
     stages = FINE_MODELS["yolov8-fine.yaml"].stages
     assert [(b.low, b.high, b.module.k) for b in fresh.blocks] == [(s.low, s.high, s.k) for s in stages]
-    assert [b.name for b in fresh.blocks] == ["fine0", "fine1"]
+    assert [b.name for b in fresh.blocks] == ["fine11", "fine14"]  # fine<fusion row>
     assert not fresh.trained and "freshly initialised" in fresh.state
 
 
@@ -151,7 +151,7 @@ def test_heatmaps_command_end_to_end(images_dir, tmp_path):
     assert rec["columns"] == ["F_high", "F_low", "M", "F_low_aligned", "baseline"]
     assert [i["name"] for i in rec["images"]] == ["img0", "img1", "wide"]
     for item in rec["images"]:
-        assert [b["block"] for b in item["blocks"]] == ["fine0", "fine1"]
+        assert [b["block"] for b in item["blocks"]] == ["fine11", "fine14"]
         for b, stride in zip(item["blocks"], (16, 8)):
             assert b["m_zero"] and b["aligned_is_low"] and b["max_abs_m"] == 0.0
             assert b["max_abs_aligned_minus_low"] == 0.0
@@ -163,7 +163,7 @@ def test_heatmaps_command_end_to_end(images_dir, tmp_path):
         # the grid: 2 block rows x 5 map columns (figure size 2.9 in per column, 3.1 in per row + title, 110 dpi)
         assert _png_size(Path(item["png"])) == (round(2.9 * 5 * 110), round((3.1 * 2 + 0.6) * 110))
         assert _png_size(Path(item["cam_png"])) == (round(3.2 * 3 * 110), round(3.6 * 110))
-    assert "| fine0 (layer 6 <- 9, k=1) | 3 | 0 | 0 | yes |" in proc.stdout
+    assert "| fine11 (layer 6 <- 9, k=1) | 3 | 0 | 0 | yes |" in proc.stdout
 
 
 def test_heatmaps_command_names_bad_input(tmp_path, capsys):

@@ -64,16 +64,18 @@ def test_calibration_images_are_a_seeded_subset_letterboxed_like_predict(data_ya
 
 
 def test_group_names_and_keep():
-    names = ["/fine0/q/Conv", "/fine0/MatMul_1", "/fine1/Softmax", "/model.12/Conv", "/model.2/refine3/Conv"]
-    groups = int8.group_names(names)
-    assert groups == {"fine0": ["/fine0/q/Conv", "/fine0/MatMul_1"], "fine1": ["/fine1/Softmax"]}
-    assert int8.resolve_keep("fine", groups) == ["fine0", "fine1"]
+    names = ["/model.11/fine/q/Conv", "/model.11/fine/MatMul_1", "/model.14/fine/Softmax", "/model.12/Conv",
+             "/model.2/refine3/Conv", "/model.11/Slice"]
+    groups = int8.group_names(names)  # fine<fusion row>: the FINE inside model.<row> (the row's own Slice is not)
+    assert groups == {"fine11": ["/model.11/fine/q/Conv", "/model.11/fine/MatMul_1"],
+                      "fine14": ["/model.14/fine/Softmax"]}
+    assert int8.resolve_keep("fine", groups) == ["fine11", "fine14"]
     assert int8.resolve_keep("none", groups) == [] and int8.resolve_keep("", groups) == []
-    assert int8.resolve_keep("fine1", groups) == ["fine1"]
-    with pytest.raises(UsageError, match=r"keep=fine7: no FINE group fine7 in the graph \(known: fine, none, fine0"):
+    assert int8.resolve_keep("fine14", groups) == ["fine14"]
+    with pytest.raises(UsageError, match=r"keep=fine7: no FINE group fine7 in the graph \(known: fine, none, fine11"):
         int8.resolve_keep("fine7", groups)
     with pytest.raises(UsageError, match="this graph has no FINE node"):
-        int8.resolve_keep("fine0", {})
+        int8.resolve_keep("fine11", {})
 
 
 def _fed_by_dq(model: onnx.ModelProto, node_names: set[str]) -> set[str]:
@@ -85,12 +87,12 @@ def _fed_by_dq(model: onnx.ModelProto, node_names: set[str]) -> set[str]:
 def test_onnx_qdq_quantises_fine_unless_kept(tmp_path, exported, calib):
     fp32 = onnx.load(str(exported["onnx"]))
     groups = int8.fine_nodes(fp32)
-    assert set(groups) == {"fine0", "fine1"}
+    assert set(groups) == {"fine11", "fine14"}
     weighted = {n.name for n in fp32.graph.node if n.name in set(sum(groups.values(), []))
                 and n.op_type in {"Conv", "MatMul"}}
     assert len(weighted) == 2 * (3 + 2)  # per block: q, kv, out convs and the two attention MatMuls
 
-    excl = int8.onnx_exclusions(fp32, ["fine0", "fine1"])
+    excl = int8.onnx_exclusions(fp32, ["fine11", "fine14"])
     assert set(excl) <= {n.name for n in fp32.graph.node}  # every excluded name exists in the graph
     assert weighted <= set(excl) and not {n.name for n in fp32.graph.node if n.op_type == "Conv"
                                           and not int8.fine_group(n.name)} & set(excl)
@@ -109,7 +111,7 @@ def test_onnx_qdq_quantises_fine_unless_kept(tmp_path, exported, calib):
     info_fine, q_fine = results["fine"]
     assert _fed_by_dq(q_none, weighted) == weighted  # every FINE conv/matmul reads INT8 (dequantised) inputs
     assert _fed_by_dq(q_fine, weighted) == set()  # kept: no FINE conv/matmul reads a dequantised tensor
-    assert info_fine["kept"] == ["fine0", "fine1"] and set(info_fine["excluded_fine_nodes"]) >= weighted
+    assert info_fine["kept"] == ["fine11", "fine14"] and set(info_fine["excluded_fine_nodes"]) >= weighted
     assert info_fine["quantize_linear_nodes"] < info_none["quantize_linear_nodes"]
     # the rest of the network is quantised the same way in both
     others = {n.name for n in fp32.graph.node if n.op_type == "Conv" and not int8.fine_group(n.name)}
@@ -147,7 +149,7 @@ def test_nncf_quantises_fine_unless_kept(tmp_path, exported, calib):
 
     fp32 = ov.Core().read_model(str(openvino_xml(exported["openvino"])))
     groups = int8.fine_nodes(fp32)
-    assert set(groups) == {"fine0", "fine1"}
+    assert set(groups) == {"fine11", "fine14"}
     head = int8.head_ignored(fp32)
     every = {op.get_friendly_name() for op in fp32.get_ordered_ops()}
     assert head and set(head) <= every and any("Sigmoid" in n for n in head)  # the ignored scope names real nodes
@@ -178,8 +180,8 @@ def test_trt_layer_precisions_name_nodes_of_the_graph(exported):
     lp = int8.trt_layer_precisions(exported["onnx"], "fine")
     assert lp and all(x.endswith(":fp16") and x.rsplit(":", 1)[0] in names for x in lp)
     assert {x.rsplit(":", 1)[0] for x in lp} == set(sum(int8.fine_nodes(fp32).values(), []))
-    assert int8.trt_layer_precisions(exported["onnx"], "fine1", "fp32") == [
-        f"{n}:fp32" for n in int8.fine_nodes(fp32)["fine1"]]
+    assert int8.trt_layer_precisions(exported["onnx"], "fine14", "fp32") == [
+        f"{n}:fp32" for n in int8.fine_nodes(fp32)["fine14"]]
 
 
 class _Layer:

@@ -36,6 +36,7 @@ from fine_yolo.export.openvino import (  # noqa: E402
     openvino_xml,
     plugin_info,
 )
+from fine_yolo.nn import FINEConcat  # noqa: E402
 
 IMGSZ = 64
 YOLO_CLI = str(Path(sys.executable).with_name("yolo"))
@@ -55,7 +56,8 @@ def _export_ir(yaml: str, tmp: Path) -> tuple[Path, torch.nn.Module]:
 @pytest.mark.parametrize("yaml", ["yolov8n-fine.yaml", "yolov10n-fine.yaml", "yolo12n-fine.yaml"])
 def test_openvino_export_of_fine_models_matches_pytorch_at_f32(tmp_path, yaml):
     ir, net = _export_ir(yaml, tmp_path)
-    assert set(fine_nodes(ir)) == {"fine0", "fine1"}  # both FINE blocks made it into the IR under their names
+    rows = {f"fine{m.i}" for m in net.model if isinstance(m, FINEConcat)}  # fine<fusion row>: yolov8 fine11, fine14
+    assert len(rows) == 2 and set(fine_nodes(ir)) == rows  # both FINE blocks made it into the IR under their names
     compiled = compile_openvino(ir, precision="f32", threads=1)
     info = plugin_info(compiled)
     assert info["precision_hint"] == "f32" and set(info["executed_precisions"]) <= {"f32", "i32", "i64", "u8"}
@@ -70,21 +72,22 @@ def test_openvino_export_of_fine_models_matches_pytorch_at_f32(tmp_path, yaml):
         assert effect[:, rows].max() > FINE_MARGIN * tol, (group, effect[:, rows].max(), tol)  # FINE is checked
     # the executable graph's FINE nodes include what the plugin made of the attention, whatever its names
     groups = exec_groups(compiled)
-    assert set(groups.values()) == {"fine0", "fine1"} and set(groups) >= {
+    assert set(groups.values()) == rows and set(groups) >= {
         op.get_friendly_name() for op in compiled.get_runtime_model().get_ops() if fine_group(op.get_friendly_name())}
     # the token-major form's Transpose-MatMul-Softmax-MatMul-Transpose is compiled into one fused attention kernel
     # per block (a Snippets Subgraph), not into separate MatMul and Softmax nodes with the logits in memory
     attention = attention_nodes(compiled, groups)
-    assert sorted(groups[n] for n in attention) == ["fine0", "fine1"] and set(attention.values()) == {"Subgraph"}
+    assert sorted(groups[n] for n in attention) == sorted(rows) and set(attention.values()) == {"Subgraph"}
     types = {op.get_friendly_name(): op.get_rt_info()["layerType"].astype(str)
              for op in compiled.get_runtime_model().get_ops()}
     assert not {types[n] for n in groups} & {"Softmax", "MatMul"}
 
 
 def test_fine_group_reads_every_exporters_spelling():
-    assert fine_group("__module.model.fine0/aten::scaled_dot_product_attention/ScaledDotProductAttention") == "fine0"
-    assert fine_group("self.model.fine1.q.weight") == "fine1"
-    assert fine_group("/fine1/MatMul_1") == "fine1" and fine_group("/model.fine12/Conv") == "fine12"
+    assert fine_group("__module.model.11.fine/aten::scaled_dot_product_attention/ScaledDotProductAttention") == "fine11"
+    assert fine_group("self.model.14.fine.q.weight") == "fine14"
+    assert fine_group("/model.14/fine/MatMul_1") == "fine14" and fine_group("/model.112/fine/q/Conv") == "fine112"
+    assert fine_group("/model.11/Slice") is None  # the fusion row's own strided slice is not FINE's
     assert fine_group("__module.model.13/aten::upsample_nearest2d/Interpolate") is None
     assert fine_group("/model.2/refine3/Conv") is None and fine_group("/model.finetune/Conv") is None
 
@@ -122,7 +125,7 @@ def test_plain_yolo_export_openvino_int8_runs_offline_and_bench_times_it(tmp_pat
 
     model = ov.Core().read_model(str(openvino_xml(ir)))
     assert sum(op.get_type_name() == "FakeQuantize" for op in model.get_ops()) > 20  # NNCF did quantise
-    assert set(fine_nodes(model)) == {"fine0", "fine1"}
+    assert set(fine_nodes(model)) == {"fine11", "fine14"}
     assert "pip install" not in out.lower() and "downloading" not in out.lower()
 
     # bench: the INT8 IR against a copy of itself, f32 requested for what is not INT8

@@ -41,7 +41,7 @@ def test_wheel_ships_yamls_and_hook_and_works_without_the_source_tree(tmp_path):
     code = (
         "import sys, site; site.addsitedir(sys.argv[1]); sys.path.extend(sys.argv[2:]);"
         "from ultralytics import YOLO; import fine_yolo; print(fine_yolo.__file__);"
-        "m = YOLO('yolov12s-fine.yaml', verbose=False); print(type(m.model.model.fine0).__name__)"
+        "m = YOLO('yolov12s-fine.yaml', verbose=False); print(type(m.model.model[10].fine).__name__)"
     )
     proc = subprocess.run(
         [sys.executable, "-S", "-c", code, str(target), *_dependency_dirs()],

@@ -1,5 +1,6 @@
-"""The shipped FINE YAMLs inside ultralytics: placement, build at every scale, forward, identity at init, names,
-checkpoint transfer for every family and task, bare names and alternate spellings, bad rows."""
+"""The shipped FINE YAMLs inside ultralytics: placement, build at every scale, upstream's layer list index for index,
+forward, the strided slice that recovers high, identity at init, names, checkpoint transfer for every family and task,
+bare names and alternate spellings, bad rows."""
 
 from __future__ import annotations
 
@@ -27,7 +28,7 @@ from fine_yolo.models import (
     top_down_stages,
     upstream_text,
 )
-from fine_yolo.nn import FINE
+from fine_yolo.nn import FINEConcat
 
 MODELS_DOC = Path(__file__).resolve().parents[1] / "docs" / "models.md"  # the placement tables live there
 ALL_SCALES = [(name, n) for name in FINE_MODELS for n in scales(name)]
@@ -71,8 +72,8 @@ def _live(model):
     return model
 
 
-def _fine_modules(model) -> list[FINE]:
-    return [m for m in model.model.model if isinstance(m, FINE)]
+def _fine_modules(model) -> list[FINEConcat]:
+    return [m for m in model.model.model if isinstance(m, FINEConcat)]
 
 
 def _layer_outputs(model, x: torch.Tensor) -> list:
@@ -89,23 +90,21 @@ def _layer_outputs(model, x: torch.Tensor) -> list:
 _tensors = output_tensors
 
 
-def _positions(model) -> dict[int, int]:
-    """Baseline layer index -> position in the FINE model's Sequential (FINE modules take none)."""
-    return {int(name): pos for pos, (name, _) in enumerate(model.model.model.named_children()) if name.isdigit()}
-
-
 def _check_forward(model, name: str, hw: tuple[int, int]) -> None:
-    """FINE reads the table's layers, keeps low's shape, sits at a 2x level step, and is the identity at init."""
+    """Each fusion row reads the table's layers; a two-input row's strided slice of the upsampled map is the map the
+    upsampler read, bit for bit; FINE keeps low's shape at a 2x level step; at init the row is upstream's Concat."""
     stages = FINE_MODELS[_file_of(name)].stages
-    fines, pos = _fine_modules(model), _positions(model)
+    fusions = _fine_modules(model)
     with torch.no_grad():
         y = _layer_outputs(model, torch.rand(1, 3, *hw))
-    for fm, st in zip(fines, stages):
-        low, high = fm.f
-        assert (low, high) == (pos[st.low], pos[st.high]), name  # the table's layers, at their new positions
-        assert (fm.c_low, fm.c_high) == (y[low].shape[1], y[high].shape[1])  # channels of this width scale
+    assert [(fm.i, *fm.fine_from) for fm in fusions] == [s[:3] for s in stages], name
+    for fm in fusions:
+        up, (low, high) = fm.f[0] % fm.i, fm.fine_from
+        assert (fm.fine.c_low, fm.fine.c_high) == (y[low].shape[1], y[high].shape[1])  # channels of this width
         assert y[low].shape[2:] == (y[high].shape[2] * 2, y[high].shape[3] * 2)
-        assert torch.equal(y[fm.i], y[low]), name  # W_O = 0: FINE returns low bit for bit
+        if len(fm.f) == 2:  # nearest upsampling: the row recovers high from its own input, bit for bit
+            assert fm.up == 2 and torch.equal(y[up][..., ::2, ::2], y[high]), name
+        assert torch.equal(y[fm.i], torch.cat((y[up], y[low]), 1)), name  # W_O = 0: upstream's Concat, bit for bit
     assert _tensors(y[-1]) and all(t.shape[0] == 1 for t in _tensors(y[-1]))  # the head ran
 
 
@@ -123,11 +122,11 @@ def _built(model_name: str):
 def test_every_scale_builds_with_fine_where_the_table_puts_it(name, model_name):
     """Build-only (the glue's build-time probe already ran the baseline layers and each FINE at 256 px)."""
     model = build(model_name)
-    fines, pos = _fine_modules(model), _positions(model)
+    fusions = _fine_modules(model)
     stages = FINE_MODELS[name].stages
     # paper §5.3.2: k=1 at P4<-P5, k=2 at P3<-P4, r=2, head dim 16 (yolov9m's P4: 24, the table says why)
-    assert [(fm.k, fm.r, fm.head_dim) for fm in fines] == [(s.k, 2, s.head_dim) for s in stages]
-    assert [fm.f for fm in fines] == [[pos[s.low], pos[s.high]] for s in stages]
+    assert [(fm.fine.k, fm.fine.r, fm.fine.head_dim) for fm in fusions] == [(s.k, 2, s.head_dim) for s in stages]
+    assert [(fm.i, *fm.fine_from) for fm in fusions] == [s[:3] for s in stages]
     if len(scales(name)) > 1:  # the scale letter of the name reached ultralytics (yolov8s-fine -> scale s)
         assert model.model.yaml["scale"] == model_name[len(name.split("-")[0])]
 
@@ -143,26 +142,65 @@ def test_one_model_per_family_and_task_runs_at_640(model_name):
 
 
 @pytest.mark.parametrize("name", FINE_MODELS)
-def test_shipped_yaml_is_upstream_plus_fine_rows_at_every_top_down_stage(name):
-    """Structurally (so any ultralytics in the declared range passes): upstream rows, plus the table's FINE rows,
-    which are exactly the upstream YAML's top-down fusion stages, coarsest first."""
+def test_shipped_yaml_is_upstream_with_fusion_rows_at_every_top_down_stage(name):
+    """Structurally (so any ultralytics in the declared range passes): upstream's rows, one for one, except that each
+    top-down stage's Concat reads as FINEConcat with FINE's args (YOLOv6's learned upsampler: high as a third input),
+    at exactly the upstream YAML's top-down fusion stages, coarsest first."""
     shipped = yaml.safe_load((cfg_dir() / "models" / name).read_text(encoding="utf-8"))
     upstream = yaml.safe_load(upstream_text(name))
     stages = FINE_MODELS[name].stages
-    fine_rows = [r for r in shipped["head"] if r[2] == "FINE"]
-    args = [[s.k] if s.head_dim == HEAD_DIM else [s.k, 2, s.head_dim] for s in stages]
-    assert [r[:2] + r[3:] for r in fine_rows] == [[[s.low, s.high], 1, a] for s, a in zip(stages, args)]
-    assert {**shipped, "head": [r for r in shipped["head"] if r[2] != "FINE"]} == upstream
-    assert [(low, high) for _, low, high in top_down_stages(upstream)] == [(s.low, s.high) for s in stages]
+    rows, up_rows = shipped["backbone"] + shipped["head"], upstream["backbone"] + upstream["head"]
+    assert len(rows) == len(up_rows) and len(shipped["backbone"]) == len(upstream["backbone"])
+    assert {i for i, r in enumerate(rows) if r != up_rows[i]} == {s.row for s in stages}
+    for s in stages:
+        args = [s.k] if s.head_dim == HEAD_DIM else [s.k, 2, s.head_dim]
+        third = [s.high] if name.startswith("yolov6") else []
+        assert up_rows[s.row][1:] == [1, "Concat", [1]]
+        assert rows[s.row] == [up_rows[s.row][0] + third, 1, "FINEConcat", args]
+    assert {**shipped, "backbone": upstream["backbone"], "head": upstream["head"]} == upstream  # nc, scales, ...
+    assert top_down_stages(upstream) == [s[:3] for s in stages]
     assert [s.k for s in stages] == [1, 2]
     assert yaml.safe_load(render_fine_yaml(name, upstream_text(name))) == shipped  # the script writes the same model
+
+
+@pytest.mark.parametrize("name", FINE_MODELS)
+def test_fine_model_layers_are_upstreams_index_for_index(name):
+    """Every layer of the FINE model is the upstream model's (``i``, ``f``, type) except the fusion rows, which keep
+    ``i`` and their first two inputs (YOLOv6 adds high as a third); the save list differs by nothing."""
+    fine_name = scales(name)[0]
+    torch.manual_seed(0)
+    base = build(baseline_name(fine_name)).model
+    fine = build(fine_name).model
+    rows = {s.row for s in FINE_MODELS[name].stages}
+    assert len(base.model) == len(fine.model) and base.save == fine.save
+    for b, f in zip(base.model, fine.model):
+        if b.i in rows:
+            assert (f.i, f.f[:2], type(b).__name__, f.type) == (b.i, b.f, "Concat", "fine_yolo.nn.fusion.FINEConcat")
+        else:
+            assert (f.i, f.f, f.type) == (b.i, b.f, b.type)
+
+
+def test_fusion_module_is_eq_3_with_high_from_the_slice_or_a_third_input():
+    """Concat(up, FINE(low, high)): with high given as a third input or recovered as up[..., ::2, ::2] from a nearest
+    2x upsampling, the same numbers bit for bit; at the identity start, upstream's Concat(up, low)."""
+    torch.manual_seed(0)
+    m = FINEConcat(16, 32, k=2).eval()
+    high, low = torch.randn(1, 32, 6, 8), torch.randn(1, 16, 12, 16)
+    up = torch.nn.Upsample(None, 2, "nearest")(high)
+    with torch.no_grad():
+        assert torch.equal(m([up, low]), torch.cat((up, low), 1))  # W_O = 0
+        torch.nn.init.normal_(m.fine.out.weight)
+        out = m([up, low])
+        assert out.shape == (1, 32 + 16, 12, 16) and not torch.equal(out[:, 32:], low)
+        assert torch.equal(out, m([up, low, high])) and torch.equal(out, torch.cat((up, m.fine(low, high)), 1))
 
 
 def test_fine_row_text():
     from fine_yolo.models import Stage
 
-    assert fine_row(Stage(6, 9, 1)) == "[[6, 9], 1, FINE, [1]]"
-    assert fine_row(Stage(6, 9, 1, 24)) == "[[6, 9], 1, FINE, [1, 2, 24]]"
+    assert fine_row(Stage(11, 6, 9, 1), [-1, 6]) == "[[-1, 6], 1, FINEConcat, [1]]"
+    assert fine_row(Stage(11, 6, 9, 1, 24), [-1, 6]) == "[[-1, 6], 1, FINEConcat, [1, 2, 24]]"
+    assert fine_row(Stage(12, 6, 10, 1), [-1, 6], nearest=False) == "[[-1, 6, 10], 1, FINEConcat, [1]]"
 
 
 def test_top_down_stages_are_upsampled_concats_only():
@@ -194,11 +232,12 @@ def test_placement_table_lists_every_file_once():
     table = placement_table()
     rows = table.splitlines()[2:]
     assert len(FINE_MODELS) == 31 and len(rows) == 23  # yolov9{t,s,c}, yolov10{n..x}, rtdetr-resnet{50,101} share
-    assert "| YOLOv9 | detect | `yolov9m-fine.yaml` | `v9/yolov9m.yaml` | 6 ← 9, k=1, d=24 | 4 ← 12, k=2 |" in rows
+    assert ("| YOLOv9 | detect | `yolov9m-fine.yaml` | `v9/yolov9m.yaml` | 11: 6 ← 9, k=1, d=24 "
+            "| 14: 4 ← 12, k=2 |") in rows
     assert ("| RT-DETR | detect | `rtdetr-resnet{50,101}-fine.yaml` | `rt-detr/rtdetr-resnet{50,101}.yaml` "
-            "| 9 ← 7, k=1 | 14 ← 12, k=2 |") in rows
-    assert "| YOLO26 | semantic | `yolo26{n,s,m,l,x}-sem-fine.yaml` | `26/yolo26-sem.yaml` | 6 ← 10, k=1 | 4 ← 13, " \
-           "k=2 |" in rows
+            "| 10: 9 ← 7, k=1 | 15: 14 ← 12, k=2 |") in rows
+    assert ("| YOLO26 | semantic | `yolo26{n,s,m,l,x}-sem-fine.yaml` | `26/yolo26-sem.yaml` | 12: 6 ← 10, k=1 "
+            "| 15: 4 ← 13, k=2 |") in rows
 
 
 @pytest.mark.parametrize("fine", REPRESENTATIVES)
@@ -221,9 +260,10 @@ def test_baseline_checkpoint_transfers_every_tensor_and_predicts_identically(tmp
     baseline = build(str(ckpt))  # what pretrained=<baseline>.pt would give
     model = build(fine)
     b_sd, f_sd = baseline.model.float().state_dict(), model.model.state_dict()
-    # every baseline tensor exists under the same name and shape; only FINE's tensors are new
+    # every baseline tensor exists under the same name and shape; only FINE's tensors are new, inside the fusion rows
     assert all(k in f_sd and f_sd[k].shape == v.shape for k, v in b_sd.items())
-    assert {k.split(".")[1] for k in f_sd if k not in b_sd} == {"fine0", "fine1"}
+    rows = {str(s.row) for s in FINE_MODELS[_file_of(fine)].stages}
+    assert {tuple(k.split(".")[1:3]) for k in f_sd if k not in b_sd} == {(row, "fine") for row in rows}
     assert len(intersect_dicts(b_sd, f_sd)) == len(b_sd)  # ultralytics' name-and-shape matching takes them all
     model.load(str(ckpt))  # ultralytics' own transfer ("Transferred a/b items")
     f_sd = model.model.state_dict()
@@ -293,8 +333,7 @@ def _yaml(tmp_path, rows: list[str]) -> str:
 
 V8_HEAD = [
     "[-1, 1, nn.Upsample, [None, 2, 'nearest']]",
-    "[[6, 9], 1, FINE, [1]]",
-    "[[-1, 6], 1, Concat, [1]]",
+    "[[-1, 6], 1, FINEConcat, [1]]",
     "[-1, 3, C2f, [512]]",
     "[-1, 1, nn.Upsample, [None, 2, 'nearest']]",
     "[[-1, 4], 1, Concat, [1]]",
@@ -310,30 +349,27 @@ V8_HEAD = [
 
 
 @pytest.mark.parametrize(
-    ("fine_row", "message"),
+    ("row", "text", "message"),  # V8_HEAD[row] replaced by text; the message names YAML row 10 + row
     [
-        ("[-1, 1, FINE, [1]]", r"YAML row 11 .*exactly two inputs \[low, high\]"),
-        ("[[6, 9, 4], 1, FINE, [1]]", r"YAML row 11 .*exactly two inputs"),
-        ("[[4, 9], 1, FINE, [1]]", r"YAML row 11 .*must be r=2 times coarser than low input \(layer 4, 32x32\)"),
-        ("[[6, 9], 1, FINE, [0]]", r"YAML row 11 .*positive integers"),
-        ("[[6, 9], 1, FINE, [1, 2, 16, 1]]", r"YAML row 11 .*\[k, r, head_dim\]"),
-        ("[[6, 9], 1, FINE, [1, 2, 48]]", r"YAML row 11 .*not divisible by head_dim=48"),
-        ("[[6, 9], 2, FINE, [1]]", r"YAML row 11 .*cannot be repeated"),
-        ("[[6, 30], 1, FINE, [1]]", r"YAML row 11 .*input 30 does not name an earlier layer"),
-        ("[[6, 9], 1, FINE, [16]]", r"YAML row 11 .*at least one token"),
-        ("[[5, 9], 1, FINE, [1]]", r"YAML row 11 .*no row after it reads layer 5"),
+        (1, "[-1, 1, FINEConcat, [1]]", r"YAML row 11 .*reads \[up, low\] or \[up, low, high\]"),
+        (1, "[[-1, 6, 9, 4], 1, FINEConcat, [1]]", r"YAML row 11 .*reads \[up, low\] or \[up, low, high\]"),
+        (1, "[[-1, 6, 30], 1, FINEConcat, [1]]", r"YAML row 11 .*input 30 does not name an earlier layer"),
+        (1, "[[-1, 6], 1, FINEConcat, [0]]", r"YAML row 11 .*positive integers"),
+        (1, "[[-1, 6], 1, FINEConcat, [1, 2, 16, 1]]", r"YAML row 11 .*\[k, r, head_dim\]"),
+        (1, "[[-1, 6], 1, FINEConcat, [1, 2, 48]]", r"YAML row 11 .*not divisible by head_dim=48"),
+        (1, "[[-1, 6], 2, FINEConcat, [1]]", r"YAML row 11 .*cannot be repeated"),
+        (1, "[[-1, 6], 1, FINEConcat, [16]]", r"YAML row 11 .*at least one token"),
+        (1, "[[6, -1], 1, FINEConcat, [1]]", r"YAML row 11 .*input 6 \(layer 6, C2f\) is not a nearest nn.Upsample"),
+        (0, "[-1, 1, nn.Upsample, [None, 2, 'bilinear']]", r"YAML row 11 .*\(layer 10, Upsample\) is not a nearest"),
+        (1, "[[-1, 4], 1, FINEConcat, [1]]", r"YAML row 11 .*\(layer 10, 16x16\) and low \(layer 4, 32x32\) differ"),
+        (1, "[[-1, 6, 4], 1, FINEConcat, [1]]",
+         r"YAML row 11 .*high input \(layer 4, 32x32 at a 256px probe\) must be r=2 times coarser than low input "
+         r"\(layer 6, 16x16\)"),
+        (1, "[[6, 9], 1, FINE, [1]]", r"YAML row 11 .*FINE is not a row of its own; write the top-down fusion row"),
     ],
 )
-def test_bad_fine_rows_fail_at_build_naming_the_row(tmp_path, fine_row, message):
+def test_bad_fusion_rows_fail_at_build_naming_the_row(tmp_path, row, text, message):
     rows = list(V8_HEAD)
-    rows[1] = fine_row
+    rows[row] = text
     with pytest.raises(FINERowError, match=message):
         YOLO(_yaml(tmp_path, rows), verbose=False)
-
-
-def test_fine_row_in_last_position_is_rejected(tmp_path):
-    from ultralytics.nn.tasks import DetectionModel  # YOLO() would already fail guessing the task from the last row
-
-    rows = [*V8_HEAD, "[[6, 9], 1, FINE, [1]]"]
-    with pytest.raises(FINERowError, match=r"YAML row 24 .*not last"):
-        DetectionModel(_yaml(tmp_path, rows), verbose=False)

@@ -153,7 +153,7 @@ def select(tables: list[str], names: str) -> list[Variant]:
 
 # ---------------------------------------------------------------------------------------------------- the YAMLs
 
-_FINE_ROW = re.compile(r"(\[\s*\[\s*-?\d+\s*,\s*-?\d+\s*\]\s*,\s*1\s*,\s*FINE\s*,\s*)\[[^\]]*\]")
+_FINE_ROW = re.compile(r"(\[\s*\[[-\d\s,]*\]\s*,\s*1\s*,\s*FINEConcat\s*,\s*)\[[^\]]*\]")  # fusion rows
 
 
 def model_text(model: str) -> str:

@@ -6,10 +6,10 @@ Nothing here re-implements the block. :func:`capture` reads every FINE block thr
 the token grid that its ``gain_tap`` sees) to get the modulation map; F_high after eq. 10 is the block's own
 ``proj_high`` applied to its ``high`` input.
 
-Layer indices. A FINE YAML keeps every baseline layer index (:mod:`fine_yolo.glue.fine_rows`): the built
-``nn.Sequential`` holds the baseline layers under their baseline index as name (``"6"``) and the FINE blocks as
-``fine0``, ``fine1``, ...; ``block.f`` holds *positions* in that sequence. :func:`fine_blocks` maps the positions
-back to baseline indices, so a baseline model's layer ``low`` is the map FINE refines.
+Layer indices. A FINE model's layers are its upstream baseline's, index for index (:mod:`fine_yolo.glue.fine_rows`);
+each FINE block sits inside its fusion row i (``model.<i>.fine``, :class:`fine_yolo.nn.fusion.FINEConcat`), is named
+``fine<i>`` here, and reads the layers ``fine_from`` names, so a baseline model's layer ``low`` is the map FINE
+refines.
 """
 
 from __future__ import annotations
@@ -37,8 +37,8 @@ class AnalysisInputError(FineYoloError):
 class Block:
     """One FINE block of a built model.
 
-    ``position``/``low_pos``/``high_pos`` index the model's ``nn.Sequential``; ``low``/``high`` are the baseline layer
-    indices of its inputs (the YAML row ``[[low, high], 1, FINE, [k]]``).
+    ``position`` is its fusion row's index; ``low``/``high`` (= ``low_pos``/``high_pos``: indices and positions are
+    one since nothing is renumbered) are the layers it reads (``FINEConcat.fine_from``).
     """
 
     name: str
@@ -106,24 +106,11 @@ def _layers(net: nn.Module) -> nn.Sequential:
 
 
 def fine_blocks(net: nn.Module) -> list[Block]:
-    """Every FINE block of an ultralytics model, in execution order, with its inputs' baseline layer indices."""
-    from fine_yolo.nn import FINE
+    """Every FINE block of an ultralytics model, in execution order, with the layer indices of its inputs."""
+    from fine_yolo.nn import FINEConcat
 
-    names = [name for name, _ in _layers(net).named_children()]
-    children = list(_layers(net).children())
-
-    def baseline_index(pos: int) -> int:
-        # A FINE block's position stands for the layer it refines (in-place refinement, fine_rows._insert_fine).
-        while not names[pos].isdigit():
-            pos = children[pos].f[0]
-        return int(names[pos])
-
-    out = []
-    for pos, (name, m) in enumerate(zip(names, children)):
-        if isinstance(m, FINE):
-            low_pos, high_pos = m.f
-            out.append(Block(name, m, pos, low_pos, high_pos, baseline_index(low_pos), baseline_index(high_pos)))
-    return out
+    return [Block(f"fine{m.i}", m.fine, m.i, *m.fine_from, *m.fine_from) for m in _layers(net)
+            if isinstance(m, FINEConcat)]
 
 
 def layer(net: nn.Module, index: int) -> nn.Module:

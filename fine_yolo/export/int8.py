@@ -13,10 +13,11 @@ exactly as ultralytics' predictor feeds a static-shape export (RGB, CHW, /255).
 * :func:`quantize_openvino` — ``nncf.quantize`` with ultralytics' ``int8=True`` settings: preset MIXED (symmetric
   weights, asymmetric activations), the head's Sigmoid and box decode in the ignored scope.
 
-``keep=`` names FINE node groups to leave in floating point: ``fine0``, ``fine1`` (the modules ``model.fine<N>``),
-``fine`` for all of them, ``none``. In ONNX Runtime they join ``nodes_to_exclude``, in NNCF the ``IgnoredScope``.
-:func:`fine_nodes` lists the nodes of each group in an exported graph (ONNX ``/fine0/...``, OpenVINO
-``__module.model.fine0/...``), so every excluded name exists in the graph it is applied to.
+``keep=`` names FINE node groups to leave in floating point: ``fine<i>`` for the FINE of fusion row i (module
+``model.<i>.fine``; yolov8: ``fine11``, ``fine14``), ``fine`` for all of them, ``none``. In ONNX Runtime they join
+``nodes_to_exclude``, in NNCF the ``IgnoredScope``. :func:`fine_nodes` lists the nodes of each group in an exported
+graph (ONNX ``/model.11/fine/...``, OpenVINO ``__module.model.11.fine/...``), so every excluded name exists in the
+graph it is applied to.
 
 TensorRT. An engine built from the QDQ file runs INT8 exactly where the Q/DQ pairs are and FP16 elsewhere, so
 :func:`engine_from_qdq` (ultralytics' ``onnx2engine`` on that file: it detects the Q/DQ nodes and builds an
@@ -81,7 +82,7 @@ def calibration_arrays(files: Sequence[str | Path], imgsz: int) -> list[Any]:
 # --- FINE node groups -------------------------------------------------------------------------------------------------
 
 def group_names(names: Iterable[str]) -> dict[str, list[str]]:
-    """Node names grouped by the FINE module they belong to (``fine0``, ``fine1``, ...); others are left out."""
+    """Node names grouped by the FINE module they belong to (``fine11``, ``fine14``, ...); others are left out."""
     groups: dict[str, list[str]] = {}
     for name in names:
         g = fine_group(name)
@@ -106,7 +107,7 @@ def fine_nodes(model: Any) -> dict[str, list[str]]:
 
 
 def resolve_keep(keep: str | Sequence[str], groups: dict[str, list[str]]) -> list[str]:
-    """Group names from ``keep`` (``"fine"``: all, ``"none"``/``""``: none, or a list such as ``"fine0,fine1"``)."""
+    """Group names from ``keep`` (``"fine"``: all, ``"none"``/``""``: none, or a list such as ``"fine11,fine14"``)."""
     items = [k.strip() for k in (keep.split(",") if isinstance(keep, str) else keep) if k.strip()]
     if not items or items == ["none"]:
         return []

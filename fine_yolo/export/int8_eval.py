@@ -7,7 +7,7 @@ pycocotools AP of every variant next to FP32 on the same split.
 Steps: ultralytics exports the FP32 ONNX (``simplify=True``) and OpenVINO IR of ``model`` at ``imgsz`` into ``out``;
 ``calib`` images of ``calib_split`` (default ``train``, all images) are letterboxed as the predictor does
 (:func:`fine_yolo.export.int8.calibration_arrays`); for each ``keep`` recipe (``none``: everything ultralytics'
-rules quantise; ``fine``: FINE left in float; ``fine0``...: one group left in float, the per-layer sensitivity
+rules quantise; ``fine``: FINE left in float; ``fine11``...: one group left in float, the per-layer sensitivity
 ``sensitivity=True`` adds) both quantisers write an INT8 model (:mod:`fine_yolo.export.int8`). Each FP32 and INT8
 file is then validated by ultralytics (``YOLO(file).val(save_json=True)``, :func:`fine_yolo.eval.predictions.
 val_predictions`) and scored with pycocotools (:func:`fine_yolo.eval.coco.evaluate`): the same evidence tools as
@@ -168,7 +168,7 @@ COMMAND = Command(
         "data": Option("", "dataset YAML (calibration and evaluation)", required=True),
         "imgsz": Option(640, "export, calibration and evaluation size"),
         "runtime": Option("onnx,openvino", "onnx (ONNX Runtime QDQ) and/or openvino (NNCF)"),
-        "keep": Option("none,fine", "INT8 recipes: FINE groups left in float (none, fine, fine0, fine1, ...)"),
+        "keep": Option("none,fine", "INT8 recipes: FINE groups left in float (none, fine, fine<row>: fine11, ...)"),
         "sensitivity": Option(False, "also each FINE group alone left in float (quantise all but one)"),
         "calib": Option(0, "calibration images (0: the whole split)"),
         "calib_split": Option("train", "split the calibration images come from"),

@@ -14,7 +14,7 @@ runtime side:
   execution devices, threads, streams, and the ``runtimePrecision`` of every node of the executable graph counted
   per precision (e.g. ``{"bf16": 180, "f32": 40, "u8": 60}``): a hint is a request, this is what ran.
 * :func:`profile` times one inference with ``PERF_COUNT`` and sums the per-node times of the executable graph into
-  FINE's nodes (names containing ``fine<N>``), layout ``Reorder`` nodes, and the rest — the numbers behind the
+  FINE's nodes (names containing ``model.<N>.fine``), layout ``Reorder`` nodes, and the rest — the numbers behind the
   "where do FINE's milliseconds go" question in ``docs/deployment_cpu.md``.
 
 ultralytics' own predictor (``YOLO(ir).predict``) compiles with ``PERFORMANCE_HINT=LATENCY`` and no precision hint,
@@ -32,9 +32,10 @@ from typing import Any
 from fine_yolo.errors import FineYoloError
 
 PRECISIONS = ("default", "f32", "bf16", "f16")
-# FINE's modules sit in the model as ``model.fine0``, ``model.fine1`` (fine_yolo.glue.fine_rows); exported node names
-# keep that path (OpenVINO: ``__module.model.fine0/...``, ``self.model.fine0.q.weight``; ONNX: ``/fine0/...``).
-FINE_NAME = re.compile(r"(?:^|[/._])(fine\d+)(?=[/._]|$)")
+# FINE's modules sit in the fusion rows as ``model.<i>.fine`` (fine_yolo.nn.fusion); exported node names keep that
+# path (OpenVINO: ``__module.model.11.fine/...``, ``self.model.11.fine.q.weight``; ONNX: ``/model.11/fine/...``). The
+# group of the FINE in fusion row i is named ``fine<i>`` (yolov8: fine11, fine14).
+FINE_NAME = re.compile(r"(?:^|[/._])model[/._](\d+)[/._]fine(?=[/._]|$)")
 
 
 class OpenVINOError(FineYoloError, RuntimeError):
@@ -124,9 +125,9 @@ def plugin_info(compiled: Any) -> dict[str, Any]:
 
 
 def fine_group(name: str) -> str | None:
-    """``"fine0"`` for a node named after FINE module ``model.fine0`` (any exporter's spelling), else None."""
+    """``"fine11"`` for a node named after FINE module ``model.11.fine`` (any exporter's spelling), else None."""
     m = FINE_NAME.search(name)
-    return m.group(1) if m else None
+    return f"fine{m.group(1)}" if m else None
 
 
 def exec_groups(compiled: Any) -> dict[str, str]:
