@@ -174,7 +174,7 @@ def test_onnx_export_static_dynamic_fp32_fp16(export_dir, dynamic, half, capsys)
     onnx.checker.check_model(model, full_check=True)  # FP16 included: the Casts are back in topological order
     dims = model.graph.input[0].type.tensor_type.shape.dim
     assert all(d.dim_value == 0 for d in dims[2:]) == dynamic  # symbolic H, W only when dynamic
-    elem = {i.data_type for i in model.graph.initializer if "fine0.q.weight" in i.name}
+    elem = {i.data_type for i in model.graph.initializer if "11.fine.q.weight" in i.name}
     assert elem == {TensorProto.FLOAT16 if half else TensorProto.FLOAT}
     report = check_onnx(path)
     assert report.ok, report.summary()
