@@ -67,9 +67,9 @@ def test_openvino_export_of_fine_models_matches_pytorch_at_f32(tmp_path, yaml):
     effect = fine_effect(net, x).numpy()
     got = compiled(x.numpy())[0]
     assert got.shape == ref.shape == (1, 84, 84)
-    for group, rows in detection_groups(84, 80).items():  # tolerances derived as in tests/helpers.py
-        tol = assert_parity(got[:, rows], ref[:, rows], ref64[:, rows], f"OpenVINO f32 {group}")
-        assert effect[:, rows].max() > FINE_MARGIN * tol, (group, effect[:, rows].max(), tol)  # FINE is checked
+    for group, channels in detection_groups(84, 80).items():  # tolerances derived as in tests/helpers.py
+        tol = assert_parity(got[:, channels], ref[:, channels], ref64[:, channels], f"OpenVINO f32 {group}")
+        assert effect[:, channels].max() > FINE_MARGIN * tol, (group, effect[:, channels].max(), tol)  # FINE checked
     # the executable graph's FINE nodes include what the plugin made of the attention, whatever its names
     groups = exec_groups(compiled)
     assert set(groups.values()) == rows and set(groups) >= {
