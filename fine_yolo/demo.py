@@ -39,9 +39,10 @@ from fine_yolo.tables import markdown_table, num
 DESCRIPTION = """\
 Trains the baseline once from scratch (base_epochs), then runs `fine-yolo compare` from that checkpoint: per seed,
 the baseline continued vs its FINE model fine-tuned from it (FINE starts as the identity), the same epochs and
-settings; prints per-seed values, the paired differences with their 95% t-interval and one verdict per metric, and
-the Table-5 error rows; writes compare/curves.png and compare/differences.png; exports the seed-0 pair to ONNX and
-validates it with ONNX Runtime. Defaults take about 20 minutes on a 2-core CPU. base_epochs=0 compares from scratch."""
+settings; prints per-seed values, the paired differences with their 95% t-interval, the verdict of the primary
+metric (the others Holm-adjusted) and the Table-5 error rows; writes compare/curves.png and
+compare/differences.png; exports the seed-0 pair to ONNX and validates it with ONNX Runtime. Defaults take about
+15 minutes on a free 2-core CPU. base_epochs=0 compares from scratch."""
 
 
 def train_base(args: dict[str, Any], baseline: str, project: Path) -> Path:
