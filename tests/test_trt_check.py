@@ -30,11 +30,21 @@ def _codes(report, level="error"):
     return sorted(i.code for i in report.issues if i.level == level)
 
 
-def _attention_model(head_dim=16, scale_q=True, scale_k=True, n=10, heads=2):
-    """Q (1,h,n,d) x K^T (1,h,d,n) -> Softmax -> x V (1,h,n,d), scales as constants."""
+def _attention_model(head_dim=16, scale_q=True, scale_k=True, n=10, heads=2, scale_from_shape=False, batch=1):
+    """Q (b,h,n,d) x K^T (b,h,d,n) -> Softmax -> x V (b,h,n,d), scales as constants; with ``scale_from_shape`` the
+    scale is what torch's SDPA export leaves without onnxslim: Sqrt(Div(1, Sqrt(Cast(Slice(Shape(q), -1)))))."""
     s = np.array(head_dim ** -0.25, dtype=np.float32)
     inits = [numpy_helper.from_array(s, "s")]
     nodes, q, k = [], "q", "kt"
+    if scale_from_shape:
+        inits = [numpy_helper.from_array(np.array(v, dtype=dt), name) for v, dt, name in
+                 (([-1], np.int64, "last"), ([2**62], np.int64, "end"), (1.0, np.float32, "one"))]
+        nodes += [helper.make_node("Shape", ["q"], ["shape"]),
+                  helper.make_node("Slice", ["shape", "last", "end"], ["d"]),
+                  helper.make_node("Cast", ["d"], ["df"], to=TensorProto.FLOAT),
+                  helper.make_node("Sqrt", ["df"], ["sd"]),
+                  helper.make_node("Div", ["one", "sd"], ["inv"]),
+                  helper.make_node("Sqrt", ["inv"], ["s"])]
     if scale_q:
         nodes.append(helper.make_node("Mul", ["q", "s"], ["qs"], name="/fine0/Mul"))
         q = "qs"
@@ -46,8 +56,9 @@ def _attention_model(head_dim=16, scale_q=True, scale_k=True, n=10, heads=2):
         helper.make_node("Softmax", ["scores"], ["p"], axis=-1, name="/fine0/Softmax"),
         helper.make_node("MatMul", ["p", "v"], ["o"], name="/fine0/MatMul_1"),
     ]
-    ins = [_vi("q", [1, heads, n, head_dim]), _vi("kt", [1, heads, head_dim, n]), _vi("v", [1, heads, n, head_dim])]
-    return _model(nodes, ins, [_vi("o", [1, heads, n, head_dim])], inits)
+    ins = [_vi("q", [batch, heads, n, head_dim]), _vi("kt", [batch, heads, head_dim, n]),
+           _vi("v", [batch, heads, n, head_dim])]
+    return _model(nodes, ins, [_vi("o", [batch, heads, n, head_dim])], inits)
 
 
 def test_allowlist_names_its_source_and_version():
@@ -72,6 +83,15 @@ def test_fused_attention_form_is_recognised():
     a = r.attention[0]
     assert (a.head_dim, a.q_scaled, a.k_scaled, a.fused_form) == (16, True, True, True)
     assert r.ops == {"MatMul": 2, "Mul": 2, "Softmax": 1}
+
+
+def test_a_scale_computed_from_a_static_shape_counts_as_constant():
+    """An export without onnxslim computes SDPA's scale from Shape(q); TensorRT folds it where the shape is static."""
+    a = check_onnx(_attention_model(scale_from_shape=True)).attention[0]
+    assert (a.q_scaled, a.k_scaled, a.fused_form) == (True, True, True)
+    # a dynamic batch: the checker claims no folding it cannot see (conservative: it only reads whole static shapes)
+    a = check_onnx(_attention_model(scale_from_shape=True, batch=None)).attention[0]
+    assert (a.q_scaled, a.k_scaled, a.fused_form) == (False, False, False)
 
 
 @pytest.mark.parametrize(("kwargs", "why"), [({"scale_k": False}, "scale on Q only"), ({"head_dim": 12}, "d % 8")])

@@ -154,17 +154,27 @@ def _check_attributes(node, issues: list[Issue]) -> None:
                                 node.op_type))
 
 
-def _is_const(name: str, producers: dict, initializers: set[str]) -> bool:
+def _is_const(name: str, producers: dict, initializers: set[str], shapes: dict | None = None, _depth: int = 0) -> bool:
+    """Whether tensor ``name`` is known before run time: an initializer, a ``Constant``, the ``Shape`` of a tensor of
+    static shape, or computed from those alone (TensorRT folds such subgraphs; an export without onnxslim leaves
+    SDPA's scale as ``Sqrt(Div(1, Sqrt(Cast(Shape(q)[-1]))))``)."""
     if name in initializers:
         return True
     p = producers.get(name)
-    return p is not None and p.op_type == "Constant"
+    if p is None or _depth > 32 or p.op_type.startswith("Random"):
+        return False
+    if p.op_type == "Constant":
+        return True
+    if p.op_type == "Shape":
+        dims = _shape_of(p.input[0], shapes or {})
+        return dims is not None and None not in dims and 0 not in dims
+    return bool(p.input) and all(_is_const(i, producers, initializers, shapes, _depth + 1) for i in p.input if i)
 
 
-def _scaled(name: str, producers: dict, initializers: set[str]) -> bool:
+def _scaled(name: str, producers: dict, initializers: set[str], shapes: dict) -> bool:
     """Whether tensor ``name`` is ``Mul(x, constant)`` (the scale folded onto Q or K)."""
     p = producers.get(name)
-    return p is not None and p.op_type == "Mul" and any(_is_const(i, producers, initializers) for i in p.input)
+    return p is not None and p.op_type == "Mul" and any(_is_const(i, producers, initializers, shapes) for i in p.input)
 
 
 def _shape_of(name: str, shapes: dict) -> list[int | None] | None:
@@ -192,8 +202,8 @@ def _attention_chains(graph, shapes: dict) -> list[AttentionChain]:
             continue
         a_shape = _shape_of(first.input[0], shapes)
         head_dim = a_shape[-1] if a_shape else None
-        q_s = _scaled(first.input[0], producers, initializers)
-        k_s = _scaled(first.input[1], producers, initializers)
+        q_s = _scaled(first.input[0], producers, initializers, shapes)
+        k_s = _scaled(first.input[1], producers, initializers, shapes)
         lo, hi = MHA_HEAD_DIM_RANGE
         fused = q_s and k_s and head_dim is not None and head_dim % 8 == 0 and lo <= head_dim <= hi
         chains.append(AttentionChain(n.name, head_dim, q_s, k_s, fused))
