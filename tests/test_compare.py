@@ -144,11 +144,15 @@ def test_device_slots():
 
 # Does what `yolo train` leaves behind, without training: args.yaml as ultralytics records it, one results.csv row
 # per epoch, last.pt/best.pt (epoch -1 once done). FAKE_STOP_AT=N stops after N epochs with an unstripped last.pt.
+# It imports no torch (2-3 s a process): the fixture saves {"epoch": e} with torch once, the script copies the bytes.
 _FAKE_YOLO = textwrap.dedent(
     """\
     #!{python}
     import ast, os, sys, json, pathlib
-    import torch, yaml
+    import yaml
+    CKPT = pathlib.Path(os.environ["FAKE_CKPTS"])  # epoch<e>.pt: torch.save({{"epoch": e}}), for e in -1..19
+    def save(epoch, path):
+        path.write_bytes((CKPT / f"epoch{{epoch}}.pt").read_bytes())
     DEFAULTS = json.loads(pathlib.Path(os.environ["FAKE_DEFAULTS"]).read_text())
     def typed(v):  # ultralytics' smart_value for the values these tests pass
         if v in ("True", "False", "None"):
@@ -166,7 +170,8 @@ _FAKE_YOLO = textwrap.dedent(
     if kv.get("resume") == "True":
         run = pathlib.Path(kv["model"]).parent.parent
         args = yaml.safe_load((run / "args.yaml").read_text())
-        start = torch.load(kv["model"], weights_only=False)["epoch"] + 1
+        last = pathlib.Path(kv["model"]).read_bytes()
+        start = next(e for e in range(-1, 20) if (CKPT / f"epoch{{e}}.pt").read_bytes() == last) + 1
     else:
         args = {{**DEFAULTS, **{{k: typed(v) for k, v in kv.items()}}}}
         run = pathlib.Path(args["project"]) / args["name"]
@@ -178,11 +183,11 @@ _FAKE_YOLO = textwrap.dedent(
     for e in range(start, min(stop, args["epochs"])):
         with open(run / "results.csv", "a") as f:
             f.write(f"{{e + 1}},{{0.1 * (e + 1)}}\\n")
-        torch.save({{"epoch": e}}, run / "weights" / "last.pt")
-        torch.save({{"epoch": e}}, run / "weights" / "best.pt")
+        save(e, run / "weights" / "last.pt")
+        save(e, run / "weights" / "best.pt")
     if stop < args["epochs"]:
         sys.exit(3)
-    torch.save({{"epoch": -1}}, run / "weights" / "last.pt")
+    save(-1, run / "weights" / "last.pt")
     """
 )
 
@@ -197,6 +202,11 @@ def fake_yolo(tmp_path, monkeypatch):
 
     defaults = tmp_path / "defaults.json"
     defaults.write_text(json.dumps(DEFAULT_CFG_DICT))
+    ckpts = tmp_path / "ckpts"
+    ckpts.mkdir()
+    for e in range(-1, 20):
+        torch.save({"epoch": e}, ckpts / f"epoch{e}.pt")
+    monkeypatch.setenv("FAKE_CKPTS", str(ckpts))
     monkeypatch.setenv("FAKE_DEFAULTS", str(defaults))
     monkeypatch.setattr(plan_module, "yolo_executable", lambda: str(exe))
     monkeypatch.setattr(runner, "POLL_S", 0.05)
