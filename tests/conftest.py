@@ -36,9 +36,14 @@ def script(name: str) -> str:
 
 @pytest.fixture(scope="session")
 def local_comparison(tmp_path_factory) -> SimpleNamespace:
-    """``fine-yolo compare`` of yolov8n-fine vs yolov8n (launcher=local, device=cpu), 2 seeds x 1 epoch at 64 px on
-    6+4 fine-synth images, run once per session: test_compare checks it end to end, test_slurm compares a SLURM job
-    array of the same runs with it. Fields: cwd, root (the data), data (its YAML), project, cmd, proc."""
+    """``fine-yolo demo`` at toy size, run once per session: a 1-epoch shared yolov8n baseline, then ``fine-yolo
+    compare`` of yolov8n-fine vs yolov8n from it (launcher=local, device=cpu, 2 seeds x 1 epoch at 64 px on 6+4
+    fine-synth images) and the ONNX check of seed 0. test_cli_e2e checks what the demo prints and writes,
+    test_compare the comparison and a rerun of the ``fine-yolo compare`` line the demo printed, test_slurm a SLURM
+    job array of the same runs. Fields: cwd, root (the data), data (its YAML), demo (the demo's project), project
+    (the comparison's), cmd (that ``fine-yolo compare`` argv), proc (the demo's process)."""
+    import shlex
+
     from fine_yolo.data.synthetic import CLASS_NAMES, generate
 
     tmp = tmp_path_factory.mktemp("local_comparison")
@@ -47,10 +52,14 @@ def local_comparison(tmp_path_factory) -> SimpleNamespace:
     names = "\n".join(f"  {i}: {n}" for i, n in enumerate(CLASS_NAMES))
     data = tmp / "tiny.yaml"
     data.write_text(f"path: {root}\ntrain: images/train\nval: images/val\nnames:\n{names}\n")
-    cmd = [script("fine-yolo"), "compare", "model=yolov8n-fine.yaml", f"data={data}", "seeds=2", "epochs=1",
-           "imgsz=64", "batch=2", "workers=0", "device=cpu", f"project={tmp / 'cmp'}"]
-    proc = subprocess.run(cmd, cwd=tmp, env=offline_env(), capture_output=True, text=True, timeout=600)
-    return SimpleNamespace(cwd=tmp, root=root, data=data, project=tmp / "cmp", cmd=cmd, proc=proc)
+    demo = [script("fine-yolo"), "demo", f"data={data}", "base_epochs=1", "epochs=1", "seeds=2", "imgsz=64",
+            "batch=2", f"project={tmp / 'demo'}"]
+    proc = subprocess.run(demo, cwd=tmp, env=offline_env(), capture_output=True, text=True, timeout=600)
+    step = "fine-yolo demo: 2/3 "  # the demo prints its comparison as a line a shell can rerun
+    lines = [line[len(step):] for line in proc.stdout.splitlines() if line.startswith(step)]
+    cmd = [script("fine-yolo"), *shlex.split(lines[0])[1:]] if lines else []
+    return SimpleNamespace(cwd=tmp, root=root, data=data, demo=tmp / "demo", project=tmp / "demo" / "compare",
+                           cmd=cmd, proc=proc)
 
 
 def offline_env(**extra: str) -> dict[str, str]:

@@ -187,17 +187,19 @@ def test_resume_an_interrupted_fine_training(data_yaml, tmp_path):
 
 
 @pytest.mark.slow
-def test_demo_prints_a_seed_controlled_comparison_with_verdicts_and_onnx(data_yaml, tmp_path):
-    # The demo's pipeline at toy size: 1-epoch shared baseline, 2 seeds x 1 epoch from it, ONNX check of seed 0.
-    out = ok(run([FINE_YOLO, "demo", f"data={data_yaml}", "base_epochs=1", "epochs=1", "seeds=2", f"imgsz={IMGSZ}",
-                  "batch=4", f"project={tmp_path / 'demo'}"], cwd=tmp_path))
-    doc = json.loads((tmp_path / "demo" / "compare" / "compare.json").read_text())
-    base = str(tmp_path / "demo" / "base" / "weights" / "best.pt")
+def test_demo_prints_a_seed_controlled_comparison_with_verdicts_and_onnx(local_comparison):
+    # The demo's pipeline at toy size (conftest.local_comparison, shared with test_compare and test_slurm): a 1-epoch
+    # shared baseline, 2 seeds x 1 epoch from it, the ONNX check of seed 0.
+    proc, demo = local_comparison.proc, local_comparison.demo
+    out = ok(proc)
+    doc = json.loads((demo / "compare" / "compare.json").read_text())
+    base = str(demo / "base" / "weights" / "best.pt")
     assert doc["settings"]["train_args"]["pretrained"] == base  # both arms start from the shared baseline
+    assert f"pretrained={base}" in local_comparison.cmd  # the printed `fine-yolo compare` line says so too
     assert doc["settings"]["seeds"] == [0, 1] and len(doc["runs"]) == 4
     assert doc["metrics"]["AP50:95"]["verdict"] in out  # the verdict sentence is printed
     assert "| relative change |" in out and "mAP50-95 ONNX Runtime" in out  # Table-5 rows and the ONNX table
     for png in ("curves.png", "differences.png"):
-        assert (tmp_path / "demo" / "compare" / png).stat().st_size > 10_000
-    onnx_rows = (tmp_path / "demo" / "onnx.md").read_text().splitlines()[2:]
+        assert (demo / "compare" / png).stat().st_size > 10_000
+    onnx_rows = (demo / "onnx.md").read_text().splitlines()[2:]
     assert [r.split(" | ")[0] for r in onnx_rows] == ["| yolov8n", "| yolov8n-fine"]

@@ -355,10 +355,13 @@ def test_bad_arguments_name_themselves(tmp_path):
 
 @pytest.mark.slow
 def test_compare_end_to_end_through_the_console_script(local_comparison):
-    # The session's comparison (conftest.local_comparison), trained once and shared with test_slurm.
+    # The session's comparison (conftest.local_comparison: the toy demo's), trained once and shared with test_slurm;
+    # the `fine-yolo compare` line the demo printed is rerun here through the console script.
     tmp_path, root, cmd, proc = local_comparison.cwd, local_comparison.root, local_comparison.cmd, local_comparison.proc
     assert proc.returncode == 0, (proc.stdout + proc.stderr)[-4000:]
-    doc = json.loads((tmp_path / "cmp" / "compare.json").read_text())
+    assert cmd[1:3] == ["compare", "model=yolov8n-fine.yaml"], proc.stdout
+    cmp = local_comparison.project
+    doc = json.loads((cmp / "compare.json").read_text())
     assert sorted(doc["runs"]) == ["seed0-baseline", "seed0-fine", "seed1-baseline", "seed1-fine"]
     assert doc["settings"]["this_invocation"]["trained"] == ["seed0-baseline", "seed0-fine", "seed1-baseline",
                                                              "seed1-fine"]
@@ -370,14 +373,14 @@ def test_compare_end_to_end_through_the_console_script(local_comparison):
                                         for line in f.read_text().splitlines() if line.strip())
         assert len(run["curve"]) == 1
     for png in ("curves.png", "differences.png"):
-        assert (tmp_path / "cmp" / png).stat().st_size > 10_000
-    assert "## Paired differences" in (tmp_path / "cmp" / "compare.md").read_text()
-    best = {p: p.stat().st_mtime_ns for p in (tmp_path / "cmp" / "runs").rglob("best.pt")}
+        assert (cmp / png).stat().st_size > 10_000
+    assert "## Paired differences" in (cmp / "compare.md").read_text()
+    best = {p: p.stat().st_mtime_ns for p in (cmp / "runs").rglob("best.pt")}
     again = subprocess.run(cmd, cwd=tmp_path, env=offline_env(), capture_output=True, text=True, timeout=600)
     assert again.returncode == 0, (again.stdout + again.stderr)[-4000:]
     assert "4 finished run(s) found, 0 to train" in again.stdout
-    assert json.loads((tmp_path / "cmp" / "compare.json").read_text())["settings"]["this_invocation"]["trained"] == []
-    assert {p: p.stat().st_mtime_ns for p in (tmp_path / "cmp" / "runs").rglob("best.pt")} == best
+    assert json.loads((cmp / "compare.json").read_text())["settings"]["this_invocation"]["trained"] == []
+    assert {p: p.stat().st_mtime_ns for p in (cmp / "runs").rglob("best.pt")} == best
 
 
 # ------------------------------------------------------------------------------------------- same initial weights
