@@ -36,6 +36,10 @@ _COVERED_ELSEWHERE = {"YOLOv8": ("detect",), "YOLO12": ("detect",)}
 EXPORTED = list({(m.family, m.task, m.stages): scales(name)[0] for name, m in reversed(FINE_MODELS.items())
                  if m.task not in _COVERED_ELSEWHERE.get(m.family, ())}.values())[::-1]
 IMGSZ = 128  # P3..P5 maps 16, 8, 4 hold whole AATS cells; RT-DETR's 300 queries need >= 300 anchors (336 here)
+# onnxslim (ultralytics' simplify=True default) costs time with the graph's size: 33 s of rtdetr-x's 39 s export here.
+# FINE's slimmed subgraph (its fused-MHA form included) is checked on every YOLO family below; these large graphs
+# are checked as exported: parity, the TensorRT op check, FINE's two attention chains and their head dims.
+UNSLIMMED = ("rtdetr-l-fine.yaml", "rtdetr-x-fine.yaml", "rtdetr-resnet50-fine.yaml", "yolov9e-fine.yaml")
 
 
 def test_the_exported_set_covers_every_new_file_family_and_task():
@@ -64,19 +68,21 @@ def test_onnx_export_matches_pytorch_and_passes_the_tensorrt_check(tmp_path, mon
     # FINE moves the output far beyond the parity tolerance, so an export that loses FINE fails the parity below
     effect, tol = float(np.abs(ref[0] - identity).max()), parity_tolerance(ref[0], ref64[0])
     assert effect > FINE_MARGIN * tol, (effect, tol)
-    path = model.export(format="onnx", imgsz=IMGSZ, simplify=True, device="cpu")
+    path = model.export(format="onnx", imgsz=IMGSZ, simplify=name not in UNSLIMMED, device="cpu")
 
     report = check_onnx(path)
     errors = {(i.code, i.node) for i in report.errors}
     if errors:  # allowed only where the baseline's own export has them (yolo26-sem's bilinear head), never in FINE
-        base = build(baseline_name(name)).export(format="onnx", imgsz=IMGSZ, simplify=True, device="cpu")
+        base = build(baseline_name(name)).export(format="onnx", imgsz=IMGSZ, simplify=name not in UNSLIMMED,
+                                                 device="cpu")
         assert errors == {(i.code, i.node) for i in check_onnx(base).errors}, report.summary()
         assert not any("fine" in str(node).lower() for _, node in errors), report.summary()
     assert report.opset is not None and report.opset <= 20
     fine = [a for a in report.attention if "fine" in a.softmax.lower()]
     head_dims = [s.head_dim for s in FINE_MODELS[_file(name)].stages]
     assert sorted(a.head_dim for a in fine) == sorted(head_dims), report.summary()  # one per top-down stage
-    assert all(a.q_scaled and a.k_scaled and a.fused_form for a in fine), report.summary()
+    if name not in UNSLIMMED:  # unslimmed, SDPA's scale is computed from shapes that inference leaves open here
+        assert all(a.q_scaled and a.k_scaled and a.fused_form for a in fine), report.summary()
 
     head = net.model[-1]
     nc = getattr(head, "nc", 0)
