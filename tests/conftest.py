@@ -28,6 +28,15 @@ from fine_yolo.glue.font import place_fonts  # noqa: E402
 place_fonts(Path(os.environ["YOLO_CONFIG_DIR"]) / "Ultralytics")
 
 
+def pytest_collection_modifyitems(config, items) -> None:
+    """Groups for pytest-xdist's ``--dist loadgroup`` (the README's ``-n 2``): each test file runs in one worker, so
+    a module fixture (a training, an export) runs once; the three tests that share the session's toy demo
+    (``local_comparison``) form one group, so it too runs once. Without xdist the marks do nothing."""
+    for item in items:
+        shares_demo = "local_comparison" in getattr(item, "fixturenames", ())
+        item.add_marker(pytest.mark.xdist_group("local_comparison" if shares_demo else item.nodeid.split("::")[0]))
+
+
 def script(name: str) -> str:
     """This environment's console script ``name`` (else the one on PATH)."""
     sibling = Path(sys.executable).parent / name
