@@ -154,21 +154,28 @@ def _check_attributes(node, issues: list[Issue]) -> None:
                                 node.op_type))
 
 
-def _is_const(name: str, producers: dict, initializers: set[str], shapes: dict | None = None, _depth: int = 0) -> bool:
+def _is_const(name: str, producers: dict, initializers: set[str], shapes: dict) -> bool:
     """Whether tensor ``name`` is known before run time: an initializer, a ``Constant``, the ``Shape`` of a tensor of
     static shape, or computed from those alone (TensorRT folds such subgraphs; an export without onnxslim leaves
-    SDPA's scale as ``Sqrt(Div(1, Sqrt(Cast(Shape(q)[-1]))))``)."""
-    if name in initializers:
-        return True
-    p = producers.get(name)
-    if p is None or _depth > 32 or p.op_type.startswith("Random"):
-        return False
-    if p.op_type == "Constant":
-        return True
-    if p.op_type == "Shape":
-        dims = _shape_of(p.input[0], shapes or {})
-        return dims is not None and None not in dims and 0 not in dims
-    return bool(p.input) and all(_is_const(i, producers, initializers, shapes, _depth + 1) for i in p.input if i)
+    SDPA's scale as ``Sqrt(Div(1, Sqrt(Cast(Shape(q)[-1]))))``). Each tensor of the subgraph is visited once."""
+    todo, seen = [name], set()
+    while todo:
+        t = todo.pop()
+        if t in seen or t in initializers:
+            continue
+        seen.add(t)
+        p = producers.get(t)
+        if p is None or p.op_type.startswith("Random"):  # a graph input, or not deterministic
+            return False
+        if p.op_type == "Shape":
+            dims = _shape_of(p.input[0], shapes)
+            if dims is None or None in dims or 0 in dims:
+                return False
+        elif p.op_type != "Constant":
+            if not p.input:
+                return False
+            todo.extend(i for i in p.input if i)
+    return True
 
 
 def _scaled(name: str, producers: dict, initializers: set[str], shapes: dict) -> bool:
