@@ -28,6 +28,7 @@ from fine_yolo.glue.font import place_fonts  # noqa: E402
 place_fonts(Path(os.environ["YOLO_CONFIG_DIR"]) / "Ultralytics")
 
 
+@pytest.hookimpl(tryfirst=True)  # before xdist's own hook, which reads the marks into the node ids
 def pytest_collection_modifyitems(config, items) -> None:
     """Groups for pytest-xdist's ``--dist loadgroup`` (the README's ``-n 2``): each test file runs in one worker, so
     a module fixture (a training, an export) runs once; the three tests that share the session's toy demo
