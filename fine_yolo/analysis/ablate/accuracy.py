@@ -7,10 +7,11 @@ from pathlib import Path
 from typing import Any
 
 from fine_yolo.analysis.ablate.variants import Stage, Variant
+from fine_yolo.compare.plan import Plan, RunSpec, make_plan
 
 
 def accuracy_plan(baseline: str, variants: list[Variant], stages: list[Stage], paths: dict[str, Path],
-                  seeds: list[int], project: Path, train_args: dict[str, Any]):
+                  seeds: list[int], project: Path, train_args: dict[str, Any]) -> tuple[Plan, dict[str, str]]:
     """The runs of the accuracy part: ``(plan, arms)``.
 
     ``plan`` (a :class:`~fine_yolo.compare.plan.Plan`) holds the baseline runs once per seed (``seed{s}-baseline``)
@@ -19,8 +20,6 @@ def accuracy_plan(baseline: str, variants: list[Variant], stages: list[Stage], p
     build the same model (``aats``, ``shipped``, ``d16`` and ``avg`` are all the shipped model) train once, under the
     first one's name; ``arms`` maps every variant name to the name its runs have.
     """
-    from fine_yolo.compare.plan import Plan, RunSpec, make_plan
-
     plan = Plan(model="", baseline=baseline, seeds=list(seeds), project=Path(project).resolve())
     arms: dict[str, str] = {}
     first: dict[tuple, str] = {}
@@ -39,11 +38,10 @@ def accuracy_plan(baseline: str, variants: list[Variant], stages: list[Stage], p
     return plan, arms
 
 
-def accuracy_summary(plan, arms: dict[str, str], results: dict[str, dict[str, Any]]) -> dict[str, Any]:
+def accuracy_summary(plan: Plan, arms: dict[str, str], results: dict[str, dict[str, Any]]) -> dict[str, Any]:
     """Per variant: ``fine-yolo compare``'s per-metric summary (values per seed, paired differences FINE - baseline,
     95% t-interval over seeds, verdict) of its runs against the shared baseline runs; ``results`` maps run names to
     :func:`fine_yolo.compare.evaluate.evaluate_run` results."""
-    from fine_yolo.compare.plan import Plan, RunSpec
     from fine_yolo.compare.report import summarize
 
     out = {}
@@ -59,7 +57,7 @@ def accuracy_summary(plan, arms: dict[str, str], results: dict[str, dict[str, An
     return out
 
 
-def run_accuracy(plan, arms: dict[str, str], args: dict[str, Any]) -> dict[str, Any]:
+def run_accuracy(plan: Plan, arms: dict[str, str], args: dict[str, Any]) -> dict[str, Any]:
     """Train what is missing, evaluate every run (cached), summarise per variant."""
     from tqdm import tqdm
 

@@ -5,12 +5,15 @@ from __future__ import annotations
 
 from dataclasses import asdict
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from fine_yolo.analysis.ablate.variants import Stage, Variant
 
+if TYPE_CHECKING:
+    import torch
 
-def block_inputs(net, imgsz: int) -> list[tuple[Any, Any, Any]]:
+
+def block_inputs(net: torch.nn.Module, imgsz: int) -> list[tuple[torch.nn.Module, torch.Tensor, torch.Tensor]]:
     """``(block, low, high)`` for every FINE block of ``net``, with the maps it sees at ``imgsz`` (one forward)."""
     import torch
 
