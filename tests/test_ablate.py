@@ -3,6 +3,7 @@ model, and the accuracy part's plan and summary (which runs it makes, what it re
 
 from __future__ import annotations
 
+import copy
 import json
 import shutil
 import subprocess
@@ -14,7 +15,7 @@ import yaml
 from conftest import offline_env
 
 from fine_yolo.analysis import ablate
-from fine_yolo.analysis.ablate import Stage, Variant
+from fine_yolo.analysis.ablate import Stage
 from fine_yolo.errors import UsageError
 
 # yolov8n's FINE rows: P4 <- P5 (C = 128, k = 1), P3 <- P4 (C = 64, k = 2); r = 2, d = 16
@@ -54,18 +55,64 @@ def test_variant_rows_per_stage(name, expected):
     assert [v.stage_args(s) for s in V8N] == expected
 
 
-def test_variant_yaml_rewrites_only_the_fine_rows():
-    text = ablate.model_text("yolov8n-fine.yaml")
-    window = Variant("window", "3", "window", attention="window")
-    out = ablate.variant_yaml(text, window, V8N)
-    a, b = yaml.safe_load(text), yaml.safe_load(out)
-    rows_a, rows_b = a["backbone"] + a["head"], b["backbone"] + b["head"]
-    changed = [(i, ra, rb) for i, (ra, rb) in enumerate(zip(rows_a, rows_b)) if ra != rb]
-    assert [(i, rb[3]) for i, _, rb in changed] == [(11, [1, 2, 16, "window", "avg"]), (14, [1, 2, 16, "window",
-                                                                                              "avg"])]
-    assert all(ra[:3] == rb[:3] for _, ra, rb in changed) and len(rows_a) == len(rows_b)
+@pytest.mark.parametrize(("name", "expected"), [
+    ("window", [[1, 2, 16, "window", "avg"], [1, 2, 16, "window", "avg"]]),
+    ("d256", [[1, 2, 128, "aats", "avg"], [2, 2, 64, "aats", "avg"]]),  # per stage: P4 <- P5 first, then P3 <- P4
+])
+def test_variant_yaml_rewrites_only_the_fine_rows(name, expected):
+    base = ablate.model_yaml("yolov8n-fine.yaml")  # ultralytics' dict: yolov8-fine.yaml at scale n
+    assert base["scale"] == "n" and base["yaml_file"] == "yolov8n-fine.yaml"
+    shipped = copy.deepcopy(base)
+    v = next(v for t in ablate.TABLES for v in ablate.table_variants(t) if v.name == name)
+    out = ablate.variant_yaml(base, v, V8N)
+    assert base == shipped  # the model's dict is not modified
+    assert set(out) == set(base) - {"yaml_file"} and out["scale"] == "n" and out["scales"] == base["scales"]
+    rows_a, rows_b = base["backbone"] + base["head"], out["backbone"] + out["head"]
+    assert len(rows_a) == len(rows_b) == 23
+    fine = [i for i, r in enumerate(rows_a) if r[2] == "FINEConcat"]
+    assert fine == [11, 14] and [rows_a[i][3] for i in fine] == [[1], [2]]
+    assert [rows_b[i] for i in fine] == [[[-1, 6], 1, "FINEConcat", expected[0]],
+                                         [[-1, 4], 1, "FINEConcat", expected[1]]]
+    assert [r for i, r in enumerate(rows_b) if i not in fine] == [r for i, r in enumerate(rows_a) if i not in fine]
     with pytest.raises(ablate.AblateError, match="found 2 FINE rows .* 3 FINE blocks"):
-        ablate.variant_yaml(text, window, [*V8N, V8N[0]])
+        ablate.variant_yaml(base, v, [*V8N, V8N[0]])
+
+
+def test_model_yaml_names_a_bad_model():
+    with pytest.raises(UsageError, match="model=yolov8n-fine.pt': ablate rewrites a FINE model YAML's rows"):
+        ablate.model_yaml("yolov8n-fine.pt")
+    with pytest.raises(UsageError, match="model=nope-fine.yaml': no such model YAML"):
+        ablate.model_yaml("nope-fine.yaml")
+
+
+def test_variant_yamls_build_at_the_models_scale_with_the_variants_fine(tmp_path):
+    """yolov8s (not the YAML's first scale n, which a lost scale would build): every variant file keeps the scale
+    letter in its name, builds with the model's FINE channels and carries the variant's arguments per block."""
+    from ultralytics.nn.tasks import guess_model_scale, yaml_model_load
+
+    from fine_yolo.models import build
+    from fine_yolo.nn import FINE
+
+    model = "yolov8s-fine.yaml"
+    stages = ablate.read_stages(model)
+    assert stages == [Stage(256, 1, 2, 16), Stage(128, 2, 2, 16)]
+    variants = ablate.select(["3", "4", "5", "6"], "window,d256,r4k1,max")
+    base = ablate.model_yaml(model)
+    paths = ablate.write_yamls(base, variants, stages, tmp_path)
+    assert paths == {v.name: tmp_path / "yaml" / f"yolov8s-fine-{v.name}.yaml" for v in variants}
+    shipped = [(m.c_low, m.c_high) for m in build(model).model.modules() if isinstance(m, FINE)]
+    assert shipped == [(256, 512), (128, 256)]
+    for v in variants:
+        path = paths[v.name]
+        assert path.read_text().startswith(f"# fine-yolo ablate: {model} with FINE rows as variant {v.name} (")
+        assert guess_model_scale(path) == "s" and yaml.safe_load(path.read_text())["scale"] == "s"
+        loaded = yaml_model_load(path)  # the file as ultralytics reads it is the variant's dict
+        assert {k: x for k, x in loaded.items() if k != "yaml_file"} == ablate.variant_yaml(base, v, stages)
+        fines = [m for m in build(str(path)).model.modules() if isinstance(m, FINE)]
+        assert [(m.c_low, m.c_high) for m in fines] == shipped
+        assert [[m.k, m.r, m.head_dim, m.attention, m.pool] for m in fines] == [v.stage_args(s) for s in stages]
+    assert [v.stage_args(s) for s in stages for v in variants if v.name == "d256"] == [
+        [1, 2, 256, "aats", "avg"], [2, 2, 128, "aats", "avg"]]
 
 
 def test_accuracy_plan_shares_the_baseline_runs_and_trains_each_distinct_model_once(tmp_path):
@@ -112,7 +159,7 @@ def test_accuracy_summary_pairs_each_variant_with_the_shared_baseline(tmp_path):
                            "excludes 0)"
     assert summary["avg"]["AP50:95"]["fine"] == ap["avg"] and summary["max"]["AP50:95"]["fine"] == ap["max"]
     # max: d = [0, -1, +1] points: mean 0, sd 1, half width 4.3027 / sqrt(3) = 2.484
-    assert ablate._ap_cells(summary["max"]) == ["30.0", "0.0", "[-2.5, +2.5]"]
+    assert ablate.ap_cells(summary["max"]) == ["30.0", "0.0", "[-2.5, +2.5]"]
     assert "no measurable difference" in summary["max"]["AP50:95"]["verdict"]
     # with aats in the list, avg builds the same model: its rows are aats's runs
     both = ablate.select(["3", "6"], "aats,avg")
