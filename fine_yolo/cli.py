@@ -18,6 +18,7 @@ import sys
 # name -> (module defining COMMAND, one-line summary)
 SUBCOMMANDS: dict[str, tuple[str, str]] = {
     "demo": ("fine_yolo.demo", "seed-controlled yolov8n-fine vs yolov8n on the embedded data (CPU, offline)"),
+    "yaml": ("fine_yolo.models", "write the FINE YAML of any model YAML (yours, or ultralytics' by name)"),
     "compare": ("fine_yolo.compare.command", "paired, seed-controlled FINE vs baseline training and evaluation"),
     "errors": ("fine_yolo.eval.errors", "TP/FP/FN (paper Table 5) and TIDE error types of one or two models"),
     "synth": ("fine_yolo.data.synthetic", "generate the embedded context-dependent dataset"),

@@ -1,117 +1,83 @@
-"""The shipped FINE model YAMLs: which upstream YAML each derives from, and where FINE goes (one table, as data).
+"""FINE model YAMLs: every ``<upstream>-fine.yaml`` is its ultralytics YAML with FINE at each top-down fusion stage.
 
-Each FINE YAML is its ultralytics baseline with the Concat row of each top-down fusion stage replaced by a
-``FINEConcat`` row with FINE's arguments (paper eq. 3 and §5.3.2: k=1 at P4<-P5, k=2 at P3<-P4; r=2; head dim 16);
-every other row, index, comment and state-dict name is upstream's. A *top-down fusion stage* is a Concat whose two
-inputs are an upsampled coarse map (``nn.Upsample``, or ``nn.ConvTranspose2d`` in YOLOv6) and a lateral finer map:
-FINE aligns the lateral map (``low``) with the map the upsampler reads (``high``), which is ``r = 2`` times coarser.
-A nearest ``nn.Upsample``'s input is recovered from its output by a strided slice, so the row keeps upstream's two
-inputs; a learned upsampler (YOLOv6) gets ``high`` as a third input (see ``fine_yolo.glue.fine_rows``).
-``scripts/make_fine_yamls.py`` writes ``cfg/models/`` from :data:`FINE_MODELS`; tests check that the files still
-match, that every placement is a top-down fusion stage of its upstream YAML, and that the docs' placement table is
-:func:`placement_table`'s output.
+One rule, no table: a *top-down fusion stage* is a two-input ``Concat`` row one of whose inputs is an upsampler row
+(:data:`UPSAMPLERS`) reading one layer. Its ``Concat`` becomes a ``FINEConcat`` row (paper eq. 3: ``Concat(up,
+FINE(low, high))``, :class:`fine_yolo.nn.fusion.FINEConcat`) with empty arguments, and the glue picks FINE's arguments
+at build from the maps it probes (:func:`fine_yolo.glue.fine_rows.placement_k`): k = stride of the model's coarsest
+high map / stride of this stage's high map, r = 2, head dim 16 (:func:`fine_yolo.nn.fine.head_dim_for` where 16 does
+not divide C). The paper's "k=1 at P4<-P5 and k=2 at P3<-P4" (§5.3.2) puts both stages' tokens on the stride-32 grid;
+the rule keeps every stage on the coarsest grid: a P2<-P3 stage gets k=4, a P6 model k=1, 2, 4. Every other row,
+index, comment and state-dict name is upstream's, so a baseline checkpoint transfers by name, bit-exact.
+
+Nothing is committed per model: :func:`fine_yaml_path` renders ``yolov8s-p2-fine.yaml`` (or ``path/to/mine-fine.yaml``)
+from the YAML ultralytics resolves for ``yolov8s-p2.yaml`` (``path/to/mine.yaml``) into a content-addressed cache, when
+``check_file`` (the start-up hook's ``bare_names`` patch) is asked for a missing ``*-fine.yaml``; ``fine-yolo yaml``
+writes one where the user wants it to read or edit. :func:`catalogue` lists the installed upstream YAMLs this covers.
 """
 
 from __future__ import annotations
 
+import functools
+import hashlib
+import os
 import re
 from pathlib import Path
-from typing import NamedTuple
+from typing import Any, NamedTuple
 
-from fine_yolo.errors import UsageError
+from fine_yolo.args import Command, Option
+from fine_yolo.errors import FineYoloError, UsageError
 from fine_yolo.tables import markdown_table
 
-HEAD_DIM = 16  # paper §5.3.2 / Table 4: d = 16 channels per head
-UPSAMPLERS = ("nn.Upsample", "nn.ConvTranspose2d")  # the modules that carry a top-down path up one level
+# modules that carry a top-down path up one level: a nearest nn.Upsample (FINE reads its input back by a strided
+# slice) or a learned one (YOLOv6's nn.ConvTranspose2d, ultralytics' ConvTranspose: its input is a third row input)
+UPSAMPLERS = ("nn.Upsample", "nn.ConvTranspose2d", "ConvTranspose")
+FUSION = "FINEConcat"  # the YAML word of a fusion row (fine_yolo.nn.fusion.FINEConcat)
+_TASK_SUFFIX = {"-seg": "segment", "-pose": "pose", "-obb": "obb", "-sem": "semantic", "-depth": "depth"}
 
 
 class ModelNameError(UsageError):
     """A model name that does not follow ``<baseline>-fine.yaml``."""
 
 
-class PlacementError(ValueError):
-    """A placement that is not a top-down fusion stage of its upstream YAML (a defect of this table, not user input)."""
+class FineYamlError(FineYoloError, ValueError):
+    """An upstream YAML FINE cannot be placed in; the message names the file and the row."""
 
 
 class Stage(NamedTuple):
-    """One fusion row: upstream Concat row ``row`` becomes FINEConcat; FINE refines layer ``low`` with layer ``high``
-    (upstream indices) with AATS kernel ``k`` and head dim ``head_dim``."""
+    """One top-down fusion stage (upstream indices): Concat row ``row`` fuses the upsampled ``high`` with ``low``."""
 
     row: int
     low: int
     high: int
-    k: int
-    head_dim: int = HEAD_DIM
 
 
 class FineModel(NamedTuple):
-    """A shipped FINE YAML: its upstream YAML (relative to ultralytics/cfg/models), stages, README family, task."""
+    """An installed upstream YAML FINE covers: its path relative to ultralytics/cfg/models, family, task, stages."""
 
     upstream: str
-    stages: tuple[Stage, ...]
     family: str
     task: str
+    stages: tuple[Stage, ...]
 
 
-def _stages(p4: tuple[int, int, int], p3: tuple[int, int, int], p4_head_dim: int = HEAD_DIM) -> tuple[Stage, ...]:
-    """The paper's two stages: P4<-P5 with k=1, then P3<-P4 with k=2 (``(row, low, high)`` each)."""
-    return Stage(*p4, 1, p4_head_dim), Stage(*p3, 2)
-
-
-_TASK_SUFFIX = {"detect": "", "segment": "-seg", "pose": "-pose", "obb": "-obb", "semantic": "-sem"}
-
-
-def _family(prefix: str, upstream_dir: str, family: str, stages: tuple[Stage, ...], tasks: tuple[str, ...]) -> dict:
-    """Entries for one scaled family (one upstream YAML per task, all with the same neck indices)."""
-    out = {}
-    for task in tasks:
-        s = _TASK_SUFFIX[task]
-        out[f"{prefix}{s}-fine.yaml"] = FineModel(f"{upstream_dir}/{prefix}{s}.yaml", stages, family, task)
-    return out
-
-
-_TASKS = ("detect", "segment", "pose", "obb")
-# yolov9m's P4 map has 360 channels: 16 does not divide it; 24 does (15 heads, a multiple of 8 as TensorRT wants)
-_V9_HEAD_DIM = {"m": 24}
-
-# fine YAML name -> FineModel. Indices were read off each upstream YAML; tests re-derive them from the YAML text.
-FINE_MODELS: dict[str, FineModel] = {
-    **_family("yolov5", "v5", "YOLOv5", _stages((12, 6, 10), (16, 4, 14)), ("detect",)),
-    **_family("yolov6", "v6", "YOLOv6", _stages((12, 6, 10), (17, 4, 15)), ("detect",)),
-    **_family("yolov8", "v8", "YOLOv8", _stages((11, 6, 9), (14, 4, 12)), _TASKS),
-    **{f"yolov9{s}-fine.yaml": FineModel(f"v9/yolov9{s}.yaml",
-                                         _stages((11, 6, 9), (14, 4, 12), _V9_HEAD_DIM.get(s, HEAD_DIM)),
-                                         "YOLOv9", "detect") for s in "tsmc"},
-    "yolov9e-fine.yaml": FineModel("v9/yolov9e.yaml", _stages((31, 25, 29), (34, 22, 32)), "YOLOv9", "detect"),
-    **{f"yolov10{s}-fine.yaml": FineModel(f"v10/yolov10{s}.yaml", _stages((12, 6, 10), (15, 4, 13)), "YOLOv10",
-                                          "detect") for s in "nsmblx"},
-    **_family("yolo11", "11", "YOLO11", _stages((12, 6, 10), (15, 4, 13)), _TASKS),
-    **_family("yolo12", "12", "YOLO12", _stages((10, 6, 8), (13, 4, 11)), ("detect",)),
-    **_family("yolo26", "26", "YOLO26", _stages((12, 6, 10), (15, 4, 13)), (*_TASKS, "semantic")),
-    # RT-DETR's hybrid encoder (CCFF): the lateral input_proj conv (low) meets the upsampled lateral conv (high).
-    "rtdetr-l-fine.yaml": FineModel("rt-detr/rtdetr-l.yaml", _stages((15, 14, 12), (20, 19, 17)), "RT-DETR", "detect"),
-    "rtdetr-x-fine.yaml": FineModel("rt-detr/rtdetr-x.yaml", _stages((19, 18, 16), (24, 23, 21)), "RT-DETR", "detect"),
-    **{f"rtdetr-resnet{d}-fine.yaml": FineModel(f"rt-detr/rtdetr-resnet{d}.yaml", _stages((10, 9, 7), (15, 14, 12)),
-                                                "RT-DETR", "detect") for d in (50, 101)},
-}
-
-# What is not shipped, and why (printed in the README under the placement table).
-NOT_SHIPPED: dict[str, str] = {
-    "classification (`*-cls`, every family)": "no neck: backbone, then the Classify head; there is no top-down "
+# What no FINE YAML covers, and why (the docs' table beside the placement table).
+NOT_COVERED: dict[str, str] = {
+    "classification (`*-cls*`, every family)": "no neck: backbone, then the Classify head; there is no top-down "
     "fusion stage for FINE to sit in",
+    "`yolov8-world*`, `yoloe-*`": "open-vocabulary models: building them loads a CLIP/MobileCLIP text encoder "
+    "(a download) and ultralytics builds them as WorldModel/YOLOEModel, not from a plain YAML",
     "RT-DETR R18 (the paper's Table 1-3 model)": "ultralytics ships no ResNet-18 RT-DETR YAML (only `rtdetr-resnet50`, "
     "`rtdetr-resnet101` and the HGNetv2 `rtdetr-l`/`rtdetr-x`); `rtdetr-resnet50-fine` is the paper's R50 model",
-    "P2 / P6 variants (`yolov8-p2`, `yolo26-p6`, ...)": "three top-down stages; the paper places FINE at two (P4<-P5, "
-    "P3<-P4) and gives no k for a third",
-    "`yolo26-depth`": "same two top-down stages as YOLO26; not shipped because there is no depth dataset here to test "
-    "its training",
 }
+_NEEDS_DOWNLOAD = re.compile(r"(^yoloe-|-world)")
 
 _HEADER = (
-    "# fine_yolo: {name} = ultralytics {upstream} + FINE (arXiv 2606.14005) at both top-down fusion stages.\n"
-    "# Each top-down Concat row is a FINEConcat row with FINE's args [k, r, head_dim, attention, pool] (eq. 3:\n"
-    "# Concat(up, FINE(low, high))); every layer index is upstream's, so baseline checkpoints transfer by name.\n"
-    "# Generated by scripts/make_fine_yamls.py; do not edit by hand.\n\n"
+    "# fine_yolo: {name} = ultralytics {upstream} + FINE (arXiv 2606.14005) at every top-down fusion stage.\n"
+    "# Each top-down Concat row is a FINEConcat row (eq. 3: Concat(up, FINE(low, high))); every layer index is\n"
+    "# upstream's, so baseline checkpoints transfer by name. FINE's args [k, r, head_dim, attention, pool] are left\n"
+    "# to the placement rule at build: k = stride of the model's coarsest high map / stride of this stage's high map\n"
+    "# (1 at P4<-P5, 2 at P3<-P4, 4 at P2<-P3), r = 2, head dim 16 (24 where 16 does not divide the channels).\n"
+    "# Written by fine_yolo from the installed ultralytics YAML.\n\n"
 )
 
 
@@ -142,11 +108,6 @@ def build(model: str):
     return cls(model) if is_rtdetr(model) else cls(model, verbose=False)
 
 
-def upstream_text(name: str) -> str:
-    """Text of the installed ultralytics YAML that FINE model ``name`` derives from."""
-    from ultralytics.utils import ROOT
-
-    return (ROOT / "cfg" / "models" / FINE_MODELS[name].upstream).read_text(encoding="utf-8")
 
 
 def _absolute(f: int | list, i: int) -> list[int]:
@@ -154,13 +115,13 @@ def _absolute(f: int | list, i: int) -> list[int]:
     return [x if x >= 0 else i + x for x in ([f] if isinstance(f, int) else f)]
 
 
-def top_down_stages(d: dict) -> list[tuple[int, int, int]]:
-    """Every top-down fusion stage of a parsed model YAML, in row order: ``(concat row, low, high)``.
+def top_down_stages(d: dict) -> list[Stage]:
+    """Every top-down fusion stage of a parsed model YAML, in row order.
 
     A stage is a two-input Concat row one of whose inputs is an upsampler row (:data:`UPSAMPLERS`) reading one layer
     (``high``); the other input is ``low``. Bottom-up (PAN) Concats read a strided conv instead and are not stages.
     """
-    rows = d["backbone"] + d["head"]
+    rows = d.get("backbone", []) + d.get("head", [])
     stages = []
     for i, (f, _, module, _) in enumerate(rows):
         if module != "Concat" or isinstance(f, int) or len(f) != 2:
@@ -168,7 +129,7 @@ def top_down_stages(d: dict) -> list[tuple[int, int, int]]:
         a, b = _absolute(f, i)
         for up, low in ((a, b), (b, a)):
             if rows[up][2] in UPSAMPLERS and len(_absolute(rows[up][0], up)) == 1:
-                stages.append((i, low, _absolute(rows[up][0], up)[0]))
+                stages.append(Stage(i, low, _absolute(rows[up][0], up)[0]))
                 break
     return stages
 
@@ -186,9 +147,6 @@ def _row_lines(lines: list[str]) -> list[int]:
     return out
 
 
-FUSION = "FINEConcat"  # the YAML word of a fusion row (fine_yolo.nn.fusion.FINEConcat)
-
-
 def _nearest(row: list) -> bool:
     """Whether an upstream row is a nearest ``nn.Upsample`` by an integer factor (input: ``up[..., ::s, ::s]``)."""
     _, _, module, args = row
@@ -196,56 +154,169 @@ def _nearest(row: list) -> bool:
     return module == "nn.Upsample" and isinstance(args[1], int) and args[2] == "nearest"
 
 
-def fine_row(stage: Stage, f: list[int], nearest: bool = True) -> str:
-    """The YAML text of a fusion row reading ``f`` (upstream's Concat inputs, the upsampled map first), plus ``high``
-    as a third input when the upsampler is not a nearest upsampling; head dim written only when it is not 16."""
-    args = [stage.k] if stage.head_dim == HEAD_DIM else [stage.k, 2, stage.head_dim]
-    inputs = list(f) if nearest else [*f, stage.high]
-    return f"[{inputs}, 1, {FUSION}, {args}]"
-
-
-def render_fine_yaml(name: str, upstream_text: str) -> str:
-    """Return the text of FINE YAML ``name`` given the text of its upstream YAML: each stage's Concat row rewritten
-    as a fusion row in place (its comment kept, what FINE reads appended), every other line as upstream wrote it.
+def render_fine_yaml(upstream_text: str, source: str, name: str | None = None) -> str:
+    """Return the FINE YAML of an upstream YAML's text: each top-down fusion stage's Concat row rewritten in place as
+    ``[[up, low], 1, FINEConcat, []]`` (plus ``high`` as a third input where the upsampler is not a nearest
+    ``nn.Upsample``), its comment kept with what FINE reads appended; every other line as upstream wrote it.
 
     Raises:
-        PlacementError: a stage of :data:`FINE_MODELS` is not a top-down fusion stage of the upstream YAML, or its
-            Concat lists the low map first (a fusion row reads the upsampled map first).
+        FineYamlError: no top-down fusion stage, a stage whose Concat lists the low map first, or a row the text
+            rewrite cannot find on one line; each names ``source`` and the row.
     """
     import yaml
 
-    entry = FINE_MODELS[name]
     d = yaml.safe_load(upstream_text)
+    if not isinstance(d, dict) or not isinstance(d.get("head"), list) or not isinstance(d.get("backbone"), list):
+        raise FineYamlError(f"{source}: not a model YAML (no backbone: and head: row lists)")
     rows = d["backbone"] + d["head"]
+    stages = top_down_stages(d)
+    if not stages:
+        raise FineYamlError(f"{source}: no top-down fusion stage (a two-input Concat of an upsampled map, "
+                            f"{' / '.join(UPSAMPLERS)}, and a finer map), so there is nowhere to put FINE")
     lines = upstream_text.splitlines(keepends=True)
     row_lines = _row_lines(lines)
     if len(row_lines) != len(rows):
-        raise PlacementError(f"{entry.upstream}: found {len(row_lines)} row lines for {len(rows)} rows "
-                             "(a row spanning lines?)")
-    found = top_down_stages(d)
-    for stage in entry.stages:
-        if stage[:3] not in found:
-            raise PlacementError(f"{entry.upstream}: (row, low, high) {stage[:3]} is not a top-down fusion stage; the "
-                                 f"YAML has {found}")
+        raise FineYamlError(f"{source}: found {len(row_lines)} row lines for {len(rows)} rows; write each backbone/"
+                            "head row on one line starting with '- ['")
+    for stage in stages:
         f = rows[stage.row][0]
         up = _absolute(f, stage.row)[0]
         if up == stage.low:
-            raise PlacementError(f"{entry.upstream}: row {stage.row} {f} lists the low map first")
+            raise FineYamlError(
+                f"{source}: YAML row {stage.row} {rows[stage.row]} lists the low map (layer {stage.low}) before the "
+                f"upsampled one: FINEConcat keeps Concat's order with the upsampled map first; swap the two inputs "
+                f"(the next layer's input channels then come in the other order, so train that baseline that way)")
         n = row_lines[stage.row]
         m = re.match(r"^(\s*- )(\[.*?\]\s*,\s*1\s*,\s*Concat\s*,\s*\[1\]\s*\])(\s*#.*)?$", lines[n].rstrip("\n"))
         if not m:
-            raise PlacementError(f"{entry.upstream}: cannot read row {stage.row}'s line: {lines[n].strip()}")
-        dim = "" if stage.head_dim == HEAD_DIM else f", head dim {stage.head_dim}"
-        fine = f"FINE(low={stage.low}, high={stage.high}, k={stage.k}{dim})"
-        comment = f"{m.group(3)} + {fine}" if m.group(3) else f" # {fine}"
-        lines[n] = f"{m.group(1)}{fine_row(stage, f, _nearest(rows[up]))}{comment}\n"
-    return _HEADER.format(name=name, upstream=entry.upstream) + "".join(lines)
+            raise FineYamlError(f"{source}: YAML row {stage.row} is a top-down Concat but its line is not "
+                                f"'- [[up, low], 1, Concat, [1]]': {lines[n].strip()}")
+        nearest = _nearest(rows[up])
+        inputs = list(f) if nearest else [*f, stage.high]
+        fine = f"FINE(low={stage.low}, high={stage.high})"
+        comment = f"{m.group(3)} + {fine}" if m.group(3) else f"  # {fine}"
+        lines[n] = f"{m.group(1)}[{inputs}, 1, {FUSION}, []]{comment}\n"
+    return _HEADER.format(name=name or f"{Path(source).stem}-fine.yaml", upstream=source) + "".join(lines)
+
+
+def _candidates(model: str) -> list[str]:
+    """Spellings under which ultralytics may hold ``model``: as typed, then scale-free (``yolov8n-p2.yaml`` ->
+    ``yolov8-p2.yaml``, ultralytics' own ``yaml_model_load`` rule), each also v-less (``yolov11n`` -> ``yolo11n``:
+    users type both, ultralytics names YOLO11/12/26 without the v)."""
+    unified = re.sub(r"(\d+)([nslmx])(.+)?$", r"\1\3", model)
+    out = [model, unified]
+    out += [re.sub(r"(^|/)yolov(1[1-9]|2\d)", r"\1yolo\2", x) for x in out]
+    return list(dict.fromkeys(out))
+
+
+def find_upstream(model: str) -> Path | None:
+    """The YAML ultralytics resolves for ``model`` (a path, or a bare name it finds in its cfg/models), or None."""
+    from ultralytics.utils.checks import check_yaml
+
+    for candidate in _candidates(str(model)):
+        found = check_yaml(candidate, hard=False)
+        if found:
+            return Path(found)
+    return None
+
+
+def fine_yaml_path(name: str) -> Path | None:
+    """Resolve a missing ``<upstream>-fine.yaml`` (bare name or path): render it from the upstream YAML ultralytics
+    finds and return the rendered file (under ``FINE_YOLO_CACHE``, default ultralytics' config dir ``/fine_yolo``,
+    in a folder named by a hash of its text, written atomically: DDP workers may render it at once). None when the
+    name is not a FINE name or no upstream YAML exists; FineYamlError when FINE cannot be placed in it."""
+    if "-fine" not in Path(name).stem or not name.endswith((".yaml", ".yml")):
+        return None
+    upstream = find_upstream(str(Path(name).with_name(baseline_name(name))))
+    if upstream is None:
+        return None
+    text = render_fine_yaml(upstream.read_text(encoding="utf-8"), _display(upstream), _fine_name(upstream))
+    folder = cache_dir() / hashlib.sha256(text.encode()).hexdigest()[:16]
+    path = folder / _fine_name(upstream)
+    if not path.is_file():
+        folder.mkdir(parents=True, exist_ok=True)
+        tmp = folder / f".{path.name}.{os.getpid()}"
+        tmp.write_text(text, encoding="utf-8")
+        os.replace(tmp, path)
+    return path
+
+
+def cache_dir() -> Path:
+    """Where rendered FINE YAMLs go: ``$FINE_YOLO_CACHE``, else ultralytics' (writable) config dir ``/fine_yolo``."""
+    if os.environ.get("FINE_YOLO_CACHE"):
+        return Path(os.environ["FINE_YOLO_CACHE"])
+    from ultralytics.utils import USER_CONFIG_DIR
+
+    return Path(USER_CONFIG_DIR) / "fine_yolo"
+
+
+def _fine_name(upstream: Path) -> str:
+    return f"{upstream.stem}-fine{upstream.suffix}"
+
+
+def _display(upstream: Path) -> str:
+    """``v8/yolov8-p2.yaml`` for ultralytics' own YAMLs (as the docs cite them), else the path."""
+    from ultralytics.utils import ROOT
+
+    root = Path(ROOT) / "cfg" / "models"
+    return upstream.relative_to(root).as_posix() if upstream.is_relative_to(root) else str(upstream)
+
+
+# ------------------------------------------------------------------------------------------ what is covered
+
+
+def _family(folder: str) -> str:
+    """README family of an ultralytics cfg/models folder: ``v8`` -> ``YOLOv8``, ``26`` -> ``YOLO26``."""
+    return "RT-DETR" if folder == "rt-detr" else f"YOLO{folder}"
+
+
+def task_of(name: str) -> str:
+    """The task of a model by its name's task token (``-seg``, ``-pose``, ``-obb``, ``-sem``, ``-depth``; else
+    detect), the rule of ultralytics' own file names."""
+    stem = Path(name).stem.replace("-fine", "")
+    return next((task for token, task in _TASK_SUFFIX.items() if f"{token}-" in f"{stem}-"), "detect")
+
+
+def _catalogue_order(path: Path) -> tuple:
+    """Families by version (RT-DETR last), each family's plain YAML first, then by scale letter (n, t, s, ... e)."""
+    folder, stem = path.parent.name, path.stem
+    version = int(re.sub(r"\D", "", folder) or 0)
+    m = re.match(r"^yolov?\d+([ntsmblcxe])(?![a-z])", stem)
+    return folder == "rt-detr", version, stem.count("-"), "ntsmblcxe".index(m.group(1)) if m else -1, stem
+
+
+@functools.lru_cache(maxsize=1)
+def catalogue() -> dict[str, FineModel]:
+    """Every FINE YAML the installed ultralytics gives (fine name -> :class:`FineModel`): each of its model YAMLs
+    with a top-down fusion stage that builds offline as a plain YAML model, in folder order with each family's plain
+    YAML first (``yolov8.yaml`` before ``yolov8-p2.yaml``)."""
+    import yaml
+    from ultralytics.utils import ROOT
+
+    root = Path(ROOT) / "cfg" / "models"
+    out = {}
+    paths = sorted(root.glob("*/*.yaml"), key=_catalogue_order)
+    for path in paths:
+        if _NEEDS_DOWNLOAD.search(path.stem):
+            continue
+        stages = top_down_stages(yaml.safe_load(path.read_text(encoding="utf-8")))
+        if stages:
+            rel = path.relative_to(root).as_posix()
+            out[_fine_name(path)] = FineModel(rel, _family(path.parent.name), task_of(path.name), tuple(stages))
+    return out
+
+
+def upstream_text(name: str) -> str:
+    """Text of the installed ultralytics YAML that catalogued FINE model ``name`` derives from."""
+    from ultralytics.utils import ROOT
+
+    return (Path(ROOT) / "cfg" / "models" / catalogue()[name].upstream).read_text(encoding="utf-8")
 
 
 def scales(name: str) -> list[str]:
-    """The model names a shipped YAML builds: ``yolov8-fine.yaml`` -> ``yolov8n-fine.yaml`` ... ``yolov8x-fine.yaml``
-    (its upstream ``scales:`` keys, the letter after the version number). A per-scale file (``yolov10s``, ``yolov9m``,
-    ``rtdetr-l``: no ``scales:`` or one key) builds only itself."""
+    """The model names a catalogued FINE YAML builds: ``yolov8-fine.yaml`` -> ``yolov8n-fine.yaml`` ...
+    ``yolov8x-fine.yaml`` (its upstream ``scales:`` keys after the version number; ``yolov8-p2-fine.yaml`` ->
+    ``yolov8n-p2-fine.yaml``, ...). A per-scale file (``yolov10s``, ``yolov9m``, ``rtdetr-l``) builds only itself."""
     import yaml
 
     keys = list(yaml.safe_load(upstream_text(name)).get("scales") or {})
@@ -255,60 +326,88 @@ def scales(name: str) -> list[str]:
     return [f"{prefix}{s}{rest}" for s in keys]
 
 
-def _scale_pattern(name: str) -> str:
-    """``yolov8-seg-fine.yaml`` -> ``yolov8{n,s,m,l,x}-seg-fine.yaml`` (as the README lists them)."""
-    names = scales(name)
+def _scale_pattern(names: list[str]) -> str | None:
+    """``yolov8{n,s,m,l,x}-seg-fine.yaml``; ``rtdetr-resnet{50,101}-fine.yaml``: the common prefix and suffix
+    around the differing middles; None when a middle is empty or holds a dash (not one name with other sizes)."""
     if len(names) == 1:
-        return f"`{name}`"
-    prefix, rest = re.match(r"^(yolov?\d+)(.*)$", name).groups()
-    return f"`{prefix}{{{','.join(n[len(prefix)] for n in names)}}}{rest}`"
-
-
-def _common_pattern(names: list[str]) -> str:
-    """``["yolov9t-fine.yaml", "yolov9s-fine.yaml"]`` -> ``yolov9{t,s}-fine.yaml``: the common prefix and suffix
-    around the differing middles (``rtdetr-resnet{50,101}-fine.yaml``)."""
-    import os
-
+        return f"`{names[0]}`"
     prefix = os.path.commonprefix(names)
     suffix = os.path.commonprefix([n[len(prefix):][::-1] for n in names])[::-1]
     middles = [n[len(prefix) : len(n) - len(suffix)] for n in names]
+    if not all(middles) or any("-" in m for m in middles):
+        return None
     return f"`{prefix}{{{','.join(middles)}}}{suffix}`"
 
 
-def _cell(stage: Stage) -> str:
-    d = "" if stage.head_dim == HEAD_DIM else f", d={stage.head_dim}"
-    return f"{stage.row}: {stage.low} ← {stage.high}, k={stage.k}{d}"
-
-
 def placement_table() -> str:
-    """The README's table of shipped FINE models: one row per upstream YAML, grouped by family (v9/v10 per file).
-
-    Rows of one family and task that place FINE identically are merged (``yolov9{t,s,c}``); the cells read
-    ``row: low ← high, k`` in upstream layer indices (the fusion row, the maps FINE reads).
-    """
-    rows: list[list[str]] = []
+    """The docs' table of covered models: one row per upstream YAML (per-scale files of one family, task and
+    placement merged: ``yolov9{t,s,m,c}``), the stages as ``row: low ← high`` in upstream indices, top stage first."""
     merged: dict[tuple, list[str]] = {}
-    for name, m in FINE_MODELS.items():
-        key = (m.family, m.task, m.stages)
-        if key in merged and len(scales(name)) == 1:
-            merged[key].append(name)
-            continue
-        merged[key] = [name]
-        rows.append([m.family, m.task, key, m.upstream])
+    for name, m in catalogue().items():
+        merged.setdefault((m.family, m.task, m.stages, len(scales(name)) == 1), []).append(name)
     out = []
-    for family, task, key, upstream in rows:
-        names = merged[key]
-        if len(names) == 1:
-            model, source = _scale_pattern(names[0]), f"`{upstream}`"
-        else:  # per-scale files with one placement: yolov9{t,s,c}-fine.yaml, rtdetr-resnet{50,101}-fine.yaml
-            model = _common_pattern(names)
-            source = _common_pattern([FINE_MODELS[n].upstream for n in names])
-        out.append([family, task, model, source, *(_cell(s) for s in key[2])])
-    header = ["family", "task", "FINE YAML", "from ultralytics (`cfg/models/`)", "P4←P5 fusion (row: low ← high)",
-              "P3←P4 fusion (row: low ← high)"]
+    for (family, task, stages, per_scale), names in merged.items():
+        groups = [names] if per_scale and _scale_pattern(names) else [[n] for n in names]
+        for group in groups:
+            model = _scale_pattern(group if len(group) > 1 else scales(group[0]))
+            source = _scale_pattern([catalogue()[n].upstream for n in group])
+            cells = " · ".join(f"{s.row}: {s.low} ← {s.high}" for s in stages)
+            out.append([family, task, model, source, len(stages), cells])
+    header = ["family", "task", "FINE YAML", "from ultralytics (`cfg/models/`)", "stages",
+              "fusion rows (row: low ← high), top first: k = 1, 2, 4"]
     return markdown_table(header, out)
 
 
-def not_shipped_table() -> str:
-    """The README's table of what has no FINE model, and why."""
-    return markdown_table(["not shipped", "why"], [[k, v] for k, v in NOT_SHIPPED.items()])
+def not_covered_table() -> str:
+    """The docs' table of what has no FINE YAML, and why."""
+    return markdown_table(["not covered", "why"], [[k, v] for k, v in NOT_COVERED.items()])
+
+
+# ------------------------------------------------------------------------------------------ fine-yolo yaml
+
+
+def write_fine_yaml(model: str, out: str = "", overwrite: bool = False) -> tuple[Path, list[dict[str, Any]]]:
+    """Write the FINE YAML of ``model`` (a path or a name ultralytics resolves) to ``out`` (default: beside a path,
+    in the working directory for a bare name, as ``<stem>-fine.yaml``), build it and return (its path, one dict per
+    FINE row: row, up, low, high, k, r, head_dim, channels, params)."""
+    source = find_upstream(model)
+    if source is None:
+        raise UsageError(f"argument 'model={model}': no such model YAML (a path, or a name ultralytics knows)")
+    stem = Path(model).stem
+    target = Path(out) if out else (Path(model).parent if Path(model).parent != Path() else Path.cwd()) / \
+        f"{stem}-fine{Path(model).suffix or '.yaml'}"
+    if target.exists() and not overwrite:
+        raise UsageError(f"{target} exists; pass overwrite=True to replace it")
+    text = render_fine_yaml(source.read_text(encoding="utf-8"), _display(source), target.name)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    target.write_text(text, encoding="utf-8")
+    from fine_yolo.nn.fusion import FINEConcat
+
+    net = build(str(target)).model
+    rows = [{"row": m.i, "up": m.f[0] % m.i, "low": m.fine_from[0], "high": m.fine_from[1], "k": m.fine.k,
+             "r": m.fine.r, "head_dim": m.fine.head_dim, "channels": m.fine.c_low, "params": m.np}
+            for m in net.model if isinstance(m, FINEConcat)]
+    return target, rows
+
+
+def _yaml_run(args: dict[str, Any], extra: dict[str, Any]) -> int:
+    path, rows = write_fine_yaml(args["model"], args["out"], args["overwrite"])
+    print(f"wrote {path}")
+    print(markdown_table(["row", "FINEConcat(up, low), FINE reads", "k", "r", "head dim", "C", "params"],
+                         [[r["row"], f"({r['up']}, {r['low']}), high = layer {r['high']}", r["k"], r["r"],
+                           r["head_dim"], r["channels"], f"{r['params']:,}"] for r in rows]))
+    print(f"train it with: yolo train model={path} data=...  (pretrained=<its baseline>.pt transfers bit-exact)")
+    return 0
+
+
+COMMAND = Command(
+    options={
+        "model": Option("", "the upstream model YAML: a path, or a name ultralytics knows (yolov8s-p2.yaml)",
+                        required=True),
+        "out": Option("", "where to write (default: <model stem>-fine.yaml beside a path, else here)"),
+        "overwrite": Option(False, "replace an existing file"),
+    },
+    run=_yaml_run,
+    example="fine-yolo yaml model=path/to/mine.yaml",
+    positional="model",
+)

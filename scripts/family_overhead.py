@@ -19,7 +19,7 @@ from tqdm import tqdm
 
 from fine_yolo.args import Command, Option
 from fine_yolo.bench.complexity import torch_gflops
-from fine_yolo.models import FINE_MODELS, baseline_name, build, scales
+from fine_yolo.models import baseline_name, build, catalogue, scales
 from fine_yolo.paper import TABLE1, TABLE8, TABLE8_IMGSZ
 from fine_yolo.tables import markdown_table, millions, signed, signed_millions
 
@@ -27,7 +27,7 @@ from fine_yolo.tables import markdown_table, millions, signed, signed_millions
 def s_models() -> list[str]:
     """One FINE model per family and task: its s scale (yolov9s, yolov10s), RT-DETR's l, x and R50."""
     out = []
-    for name, m in FINE_MODELS.items():
+    for name, m in catalogue().items():
         if m.family == "RT-DETR":
             out += [] if "resnet101" in name else [name]  # R101 has R50's neck: the same FINE
         else:

@@ -286,3 +286,27 @@ def ort_run(model, *inputs) -> list[np.ndarray]:
     sess = ort_session(model)
     feeds = {i.name: _np(t) for i, t in zip(sess.get_inputs(), inputs)}
     return sess.run(None, feeds)
+
+
+# The FINE models trained, exported and checked in depth (one file per family, task and placement before FINE YAMLs
+# were rendered on demand); every other catalogued YAML (P2/P6, ghost, yolov3, the new task heads) is built at its
+# smallest scale and checked for placement and bit-exact transfer (tests/test_yolo_models.py).
+IN_DEPTH = (
+    "yolov5-fine.yaml", "yolov6-fine.yaml", "yolov8-fine.yaml", "yolov8-seg-fine.yaml", "yolov8-pose-fine.yaml",
+    "yolov8-obb-fine.yaml", *(f"yolov9{s}-fine.yaml" for s in "tsmce"), *(f"yolov10{s}-fine.yaml" for s in "nsmblx"),
+    "yolo11-fine.yaml", "yolo11-seg-fine.yaml", "yolo11-pose-fine.yaml", "yolo11-obb-fine.yaml", "yolo12-fine.yaml",
+    "yolo26-fine.yaml", "yolo26-seg-fine.yaml", "yolo26-pose-fine.yaml", "yolo26-obb-fine.yaml", "yolo26-sem-fine.yaml",
+    "rtdetr-l-fine.yaml", "rtdetr-x-fine.yaml", "rtdetr-resnet50-fine.yaml", "rtdetr-resnet101-fine.yaml",
+)
+
+
+def in_depth() -> dict:
+    """``IN_DEPTH`` as ``{fine name: fine_yolo.models.FineModel}``, in that order."""
+    from fine_yolo.models import catalogue
+
+    return {name: catalogue()[name] for name in IN_DEPTH}
+
+
+def placement_ks(n_stages: int) -> list[int]:
+    """The k of each stage, top first, by the placement rule when every stage is one level below the previous."""
+    return [2**i for i in range(n_stages)]

@@ -70,7 +70,7 @@ def test_variant_yaml_rewrites_only_the_fine_rows(name, expected):
     rows_a, rows_b = base["backbone"] + base["head"], out["backbone"] + out["head"]
     assert len(rows_a) == len(rows_b) == 23
     fine = [i for i, r in enumerate(rows_a) if r[2] == "FINEConcat"]
-    assert fine == [11, 14] and [rows_a[i][3] for i in fine] == [[1], [2]]
+    assert fine == [11, 14] and [rows_a[i][3] for i in fine] == [[], []]  # the placement rule's
     assert [rows_b[i] for i in fine] == [[[-1, 6], 1, "FINEConcat", expected[0]],
                                          [[-1, 4], 1, "FINEConcat", expected[1]]]
     assert [r for i, r in enumerate(rows_b) if i not in fine] == [r for i, r in enumerate(rows_a) if i not in fine]

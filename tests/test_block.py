@@ -115,7 +115,8 @@ def test_standard_init_option_is_not_identity():
 @pytest.mark.parametrize(
     ("kwargs", "message"),
     [
-        ({"c_low": 40, "c_high": 64}, "not divisible by head_dim"),
+        ({"c_low": 40, "c_high": 64, "head_dim": 16}, "not divisible by head_dim"),
+        ({"c_low": 8, "c_high": 64}, "neither 16 nor a larger multiple of 8 divides it; give head_dim"),
         ({"c_low": 32, "c_high": 64, "k": 0}, "k must be a positive integer"),
         ({"c_low": 32, "c_high": 64, "r": 1.5}, "r must be a positive integer"),
         ({"c_low": 32, "c_high": 64, "head_dim": True}, "head_dim must be a positive integer"),

@@ -253,8 +253,8 @@ def test_window_and_area_need_maps_an_integer_factor_apart(attention):
 def _v8n_yaml(tmp_path, p4_args: str, p3_args: str, name: str = "yolov8n-variant.yaml") -> str:
     """yolov8n-fine.yaml with the two fusion rows' FINE args replaced."""
     text = _shipped_v8_text()
-    text = text.replace("[[-1, 6], 1, FINEConcat, [1]]", f"[[-1, 6], 1, FINEConcat, {p4_args}]")
-    text = text.replace("[[-1, 4], 1, FINEConcat, [2]]", f"[[-1, 4], 1, FINEConcat, {p3_args}]")
+    text = text.replace("[[-1, 6], 1, FINEConcat, []]", f"[[-1, 6], 1, FINEConcat, {p4_args}]")
+    text = text.replace("[[-1, 4], 1, FINEConcat, []]", f"[[-1, 4], 1, FINEConcat, {p3_args}]")
     path = tmp_path / name
     path.write_text(text)
     return str(path)

@@ -19,6 +19,7 @@ from helpers import (
     assert_parity,
     detection_groups,
     float64_twin,
+    in_depth,
     live_model,
     ort_run,
     output_tensors,
@@ -28,12 +29,17 @@ from helpers import (
 )
 
 from fine_yolo.export.trt_check import check_onnx
-from fine_yolo.models import FINE_MODELS, baseline_name, build, is_rtdetr, scales
+from fine_yolo.models import baseline_name, build, is_rtdetr, scales
+from fine_yolo.nn import FINEConcat
+
+FINE_MODELS = in_depth()
 
 # yolov8 and yolo12 detection are exported in tests/test_onnx_parity.py and tests/test_trt_check.py.
 _COVERED_ELSEWHERE = {"YOLOv8": ("detect",), "YOLO12": ("detect",)}
 # One model per family, task and placement (rtdetr-resnet101 has resnet50's neck), at its smallest scale.
-EXPORTED = list({(m.family, m.task, m.stages): scales(name)[0] for name, m in reversed(FINE_MODELS.items())
+# (yolov9m too: its 360-channel P4 map gets head dim 24, the one head dim other than 16 in these models)
+EXPORTED = list({(m.family, m.task, m.stages, name == "yolov9m-fine.yaml"): scales(name)[0]
+                 for name, m in reversed(FINE_MODELS.items())
                  if m.task not in _COVERED_ELSEWHERE.get(m.family, ())}.values())[::-1]
 IMGSZ = 128  # P3..P5 maps 16, 8, 4 hold whole AATS cells; RT-DETR's 300 queries need >= 300 anchors (336 here)
 # onnxslim (ultralytics' simplify=True default) costs time with the graph's size: 33 s of rtdetr-x's 39 s export here.
@@ -79,7 +85,8 @@ def test_onnx_export_matches_pytorch_and_passes_the_tensorrt_check(tmp_path, mon
         assert not any("fine" in str(node).lower() for _, node in errors), report.summary()
     assert report.opset is not None and report.opset <= 20
     fine = [a for a in report.attention if "fine" in a.softmax.lower()]
-    head_dims = [s.head_dim for s in FINE_MODELS[_file(name)].stages]
+    head_dims = [m.fine.head_dim for m in net.model if isinstance(m, FINEConcat)]
+    assert len(head_dims) == len(FINE_MODELS[_file(name)].stages)
     assert sorted(a.head_dim for a in fine) == sorted(head_dims), report.summary()  # one per top-down stage
     if name not in UNSLIMMED:  # unslimmed, SDPA's scale is computed from shapes that inference leaves open here
         assert all(a.q_scaled and a.k_scaled and a.fused_form for a in fine), report.summary()

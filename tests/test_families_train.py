@@ -18,9 +18,12 @@ from pathlib import Path
 import pytest
 import torch
 from conftest import offline_env
+from helpers import in_depth
 
 from fine_yolo.data.synthetic import generate, write_data_yaml
-from fine_yolo.models import FINE_MODELS, is_rtdetr, scales
+from fine_yolo.models import is_rtdetr, scales
+
+FINE_MODELS = in_depth()
 
 
 def _script(name: str) -> str:

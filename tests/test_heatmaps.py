@@ -18,7 +18,7 @@ from conftest import offline_env
 from fine_yolo.analysis import heatmaps as hm
 from fine_yolo.analysis.block_maps import capture, fine_blocks, layer_outputs, load_images, load_model, modulation
 from fine_yolo.data.synthetic import render
-from fine_yolo.models import FINE_MODELS
+from fine_yolo.models import catalogue
 
 FINE_YOLO = str(Path(sys.executable).parent / "fine-yolo")
 IMGSZ = 64
@@ -44,8 +44,8 @@ def _x(n: int = 2, seed: int = 0) -> torch.Tensor:
 
 
 def test_blocks_map_back_to_the_placement_table(fresh):
-    stages = FINE_MODELS["yolov8-fine.yaml"].stages
-    assert [(b.low, b.high, b.module.k) for b in fresh.blocks] == [(s.low, s.high, s.k) for s in stages]
+    stages = catalogue()["yolov8-fine.yaml"].stages
+    assert [(b.low, b.high, b.module.k) for b in fresh.blocks] == [(s.low, s.high, k) for s, k in zip(stages, (1, 2))]
     assert [b.name for b in fresh.blocks] == ["fine11", "fine14"]  # fine<fusion row>
     assert not fresh.trained and "freshly initialised" in fresh.state
 

@@ -7,11 +7,11 @@ import json
 import numpy as np
 import onnx
 import pytest
+from helpers import in_depth
 from onnx import TensorProto, helper, numpy_helper
 
 from fine_yolo.cli import run_subcommand
 from fine_yolo.export.trt_check import check_onnx, load_allowlist
-from fine_yolo.models import FINE_MODELS
 
 F32 = TensorProto.FLOAT
 
@@ -209,7 +209,7 @@ IMGSZ = 128  # a multiple of 32 whose P3..P5 maps (16, 8, 4) hold whole AATS cel
 
 def test_every_shipped_yaml_is_covered():
     """The yolov8/v10/12 detection YAMLs here; every other family and task in tests/test_families_export.py."""
-    here = {n for n, m in FINE_MODELS.items() if m.family in ("YOLOv8", "YOLOv10", "YOLO12") and m.task == "detect"}
+    here = {n for n, m in in_depth().items() if m.family in ("YOLOv8", "YOLOv10", "YOLO12") and m.task == "detect"}
     assert set(SHIPPED) == here
 
 

@@ -1,43 +1,52 @@
-"""The shipped FINE YAMLs inside ultralytics: placement, build at every scale, upstream's layer list index for index,
-forward, the strided slice that recovers high, identity at init, names, checkpoint transfer for every family and task,
-bare names and alternate spellings, bad rows."""
+"""FINE YAMLs inside ultralytics: the placement rule on every installed upstream YAML with a top-down stage (P2/P6,
+ghost, yolov3, every task), build at every scale, upstream's layer list index for index, forward, the strided slice
+that recovers high, identity at init, names, bit-exact checkpoint transfer, on-demand rendering by name or path,
+``fine-yolo yaml`` on a YAML of the test's own, bad rows."""
 
 from __future__ import annotations
 
 import functools
+import subprocess
 from pathlib import Path
 
 import pytest
 import torch
 import yaml
-from conftest import output_tensors
+from conftest import output_tensors, script
+from helpers import in_depth, placement_ks
 from ultralytics import YOLO
 
-from fine_yolo.assets import cfg_dir
 from fine_yolo.glue.fine_rows import FINERowError
 from fine_yolo.models import (
-    FINE_MODELS,
-    HEAD_DIM,
+    FineYamlError,
+    Stage,
     baseline_name,
     build,
-    fine_row,
-    not_shipped_table,
+    catalogue,
+    fine_yaml_path,
+    not_covered_table,
     placement_table,
-    render_fine_yaml,
     scales,
     top_down_stages,
     upstream_text,
+    write_fine_yaml,
 )
 from fine_yolo.nn import FINEConcat
+from fine_yolo.nn.fine import head_dim_for
 
 MODELS_DOC = Path(__file__).resolve().parents[1] / "docs" / "models.md"  # the placement tables live there
-ALL_SCALES = [(name, n) for name in FINE_MODELS for n in scales(name)]
+SHIPPED = in_depth()
+ALL_SCALES = [(name, n) for name in SHIPPED for n in scales(name)]
+# the other catalogued YAMLs at their smallest scale, but the 60M-parameter yolov3, yolov3-spp and the per-scale
+# yolov9c-seg, yolov9e-seg (their detect twins are in SHIPPED), checked by hand (docs/models.md)
+OTHERS = [scales(n)[0] for n in catalogue() if n not in SHIPPED and n not in ("yolov3-fine.yaml",
+          "yolov3-spp-fine.yaml", "yolov9c-seg-fine.yaml", "yolov9e-seg-fine.yaml")]
 
 
 def _first_per(key) -> list[str]:
-    """The first scale of the first shipped file for each value of ``key(FineModel)``, in table order."""
+    """The first scale of the first in-depth file for each value of ``key(FineModel)``, in that order."""
     first: dict = {}
-    for name, m in FINE_MODELS.items():
+    for name, m in SHIPPED.items():
         first.setdefault(key(m), scales(name)[0])
     return list(first.values())
 
@@ -61,7 +70,7 @@ def _live(model):
         bn.momentum = None  # cumulative average: one batch sets the statistics
     net.train()
     torch.manual_seed(0)
-    y, x = [], torch.rand(2, 3, 64, 96)
+    y, x = [], torch.rand(2, 3, 64, 128)  # multiples of 64: P6 models too
     with torch.no_grad():
         for m in net.model[:-1]:  # the head's training path would need targets (RT-DETR's denoising)
             if m.f != -1:
@@ -93,7 +102,7 @@ _tensors = output_tensors
 def _check_forward(model, name: str, hw: tuple[int, int]) -> None:
     """Each fusion row reads the table's layers; a two-input row's strided slice of the upsampled map is the map the
     upsampler read, bit for bit; FINE keeps low's shape at a 2x level step; at init the row is upstream's Concat."""
-    stages = FINE_MODELS[_file_of(name)].stages
+    stages = catalogue()[_file_of(name)].stages
     fusions = _fine_modules(model)
     with torch.no_grad():
         y = _layer_outputs(model, torch.rand(1, 3, *hw))
@@ -109,7 +118,7 @@ def _check_forward(model, name: str, hw: tuple[int, int]) -> None:
 
 
 def _file_of(model_name: str) -> str:
-    return next(name for name in FINE_MODELS if model_name in scales(name))
+    return next(name for name in catalogue() if model_name in scales(name))
 
 
 @functools.cache
@@ -118,17 +127,45 @@ def _built(model_name: str):
     return _live(build(model_name))
 
 
+def _placed_as_the_rule_says(model, stages: tuple[Stage, ...]) -> None:
+    """One fusion row per top-down stage, at the stage's row, reading its low and high; k by the placement rule
+    (1, 2, 4 from the top stage down: each stage's tokens on the coarsest high map's grid), r = 2, and the head dim
+    of :func:`head_dim_for` (16 wherever 16 divides C; yolov9m's 360 channels: 24)."""
+    fusions = _fine_modules(model)
+    assert [(fm.i, *fm.fine_from) for fm in fusions] == [tuple(s) for s in stages]
+    assert [fm.fine.k for fm in fusions] == placement_ks(len(stages))
+    assert [(fm.fine.r, fm.fine.head_dim) for fm in fusions] == [(2, head_dim_for(fm.fine.c_low)) for fm in fusions]
+
+
 @pytest.mark.parametrize(("name", "model_name"), ALL_SCALES, ids=[n for _, n in ALL_SCALES])
-def test_every_scale_builds_with_fine_where_the_table_puts_it(name, model_name):
+def test_every_scale_builds_with_fine_where_the_rule_puts_it(name, model_name):
     """Build-only (the glue's build-time probe already ran the baseline layers and each FINE at 256 px)."""
     model = build(model_name)
-    fusions = _fine_modules(model)
-    stages = FINE_MODELS[name].stages
-    # paper §5.3.2: k=1 at P4<-P5, k=2 at P3<-P4, r=2, head dim 16 (yolov9m's P4: 24, the table says why)
-    assert [(fm.fine.k, fm.fine.r, fm.fine.head_dim) for fm in fusions] == [(s.k, 2, s.head_dim) for s in stages]
-    assert [(fm.i, *fm.fine_from) for fm in fusions] == [s[:3] for s in stages]
+    _placed_as_the_rule_says(model, SHIPPED[name].stages)
     if len(scales(name)) > 1:  # the scale letter of the name reached ultralytics (yolov8s-fine -> scale s)
         assert model.model.yaml["scale"] == model_name[len(name.split("-")[0])]
+
+
+def test_the_rule_gives_the_papers_ks_and_yolov9ms_head_dim():
+    """Paper §5.3.2: k=1 at P4<-P5, k=2 at P3<-P4 in every two-stage model; yolov9m's P4 (360 channels) gets d=24;
+    a P2 stage gets k=4 (tokens on the stride-32 grid), a P6 model 1, 2, 4 (the stride-64 grid)."""
+    v9m = _fine_modules(build("yolov9m-fine.yaml"))
+    assert [(m.fine.c_low, m.fine.k, m.fine.head_dim, m.fine.heads) for m in v9m] == [(360, 1, 24, 15),
+                                                                                     (240, 2, 16, 15)]
+    p2 = _fine_modules(build("yolov8n-p2-fine.yaml"))
+    assert [(m.i, m.fine.k, m.fine.token_stride) for m in p2] == [(11, 1, 2), (14, 2, 4), (17, 4, 8)]
+    p6 = _fine_modules(build("yolo26n-p6-fine.yaml"))
+    assert [(m.i, m.fine.k) for m in p6] == [(14, 1), (17, 2), (20, 4)]
+
+
+def test_the_catalogue_is_every_installed_yaml_with_a_top_down_stage():
+    names = set(catalogue())
+    assert set(SHIPPED) <= names
+    variants = {"yolov8-p2", "yolov8-p6", "yolov8-ghost", "yolov8-ghost-p2", "yolov8-ghost-p6", "yolov8-seg-p6",
+                "yolov8-pose-p6", "yolo26-p2", "yolo26-p6", "yolov5-p6", "yolov3", "yolov3-spp", "yolov3-tiny"}
+    assert {f"{v}-fine.yaml" for v in variants} <= names
+    assert not {n for n in names if "-cls" in n or "world" in n or n.startswith("yoloe")}
+    assert [len(catalogue()[f"{v}-fine.yaml"].stages) for v in ("yolov8-p2", "yolo26-p6", "yolov3-tiny")] == [3, 3, 1]
 
 
 @pytest.mark.parametrize("model_name", REPRESENTATIVES)
@@ -141,29 +178,26 @@ def test_one_model_per_family_and_task_runs_at_640(model_name):
     _check_forward(_built(model_name), model_name, (640, 640))
 
 
-@pytest.mark.parametrize("name", FINE_MODELS)
-def test_shipped_yaml_is_upstream_with_fusion_rows_at_every_top_down_stage(name):
+@pytest.mark.parametrize("name", list(catalogue()))
+def test_rendered_yaml_is_upstream_with_fusion_rows_at_every_top_down_stage(name):
     """Structurally (so any ultralytics in the declared range passes): upstream's rows, one for one, except that each
-    top-down stage's Concat reads as FINEConcat with FINE's args (YOLOv6's learned upsampler: high as a third input),
-    at exactly the upstream YAML's top-down fusion stages, coarsest first."""
-    shipped = yaml.safe_load((cfg_dir() / "models" / name).read_text(encoding="utf-8"))
+    top-down stage's Concat reads as FINEConcat with empty args (the rule fills them at build; a learned upsampler,
+    YOLOv6's: high as a third input), at exactly the upstream YAML's top-down fusion stages."""
+    rendered = yaml.safe_load(fine_yaml_path(name).read_text(encoding="utf-8"))
     upstream = yaml.safe_load(upstream_text(name))
-    stages = FINE_MODELS[name].stages
-    rows, up_rows = shipped["backbone"] + shipped["head"], upstream["backbone"] + upstream["head"]
-    assert len(rows) == len(up_rows) and len(shipped["backbone"]) == len(upstream["backbone"])
+    stages = catalogue()[name].stages
+    rows, up_rows = rendered["backbone"] + rendered["head"], upstream["backbone"] + upstream["head"]
+    assert len(rows) == len(up_rows) and len(rendered["backbone"]) == len(upstream["backbone"])
     assert {i for i, r in enumerate(rows) if r != up_rows[i]} == {s.row for s in stages}
     for s in stages:
-        args = [s.k] if s.head_dim == HEAD_DIM else [s.k, 2, s.head_dim]
         third = [s.high] if name.startswith("yolov6") else []
         assert up_rows[s.row][1:] == [1, "Concat", [1]]
-        assert rows[s.row] == [up_rows[s.row][0] + third, 1, "FINEConcat", args]
-    assert {**shipped, "backbone": upstream["backbone"], "head": upstream["head"]} == upstream  # nc, scales, ...
-    assert top_down_stages(upstream) == [s[:3] for s in stages]
-    assert [s.k for s in stages] == [1, 2]
-    assert yaml.safe_load(render_fine_yaml(name, upstream_text(name))) == shipped  # the script writes the same model
+        assert rows[s.row] == [up_rows[s.row][0] + third, 1, "FINEConcat", []]
+    assert {**rendered, "backbone": upstream["backbone"], "head": upstream["head"]} == upstream  # nc, scales, ...
+    assert top_down_stages(upstream) == list(stages)
 
 
-@pytest.mark.parametrize("name", FINE_MODELS)
+@pytest.mark.parametrize("name", SHIPPED)
 def test_fine_model_layers_are_upstreams_index_for_index(name):
     """Every layer of the FINE model is the upstream model's (``i``, ``f``, type) except the fusion rows, which keep
     ``i`` and their first two inputs (YOLOv6 adds high as a third); the save list differs by nothing."""
@@ -171,7 +205,7 @@ def test_fine_model_layers_are_upstreams_index_for_index(name):
     torch.manual_seed(0)
     base = build(baseline_name(fine_name)).model
     fine = build(fine_name).model
-    rows = {s.row for s in FINE_MODELS[name].stages}
+    rows = {s.row for s in SHIPPED[name].stages}
     assert len(base.model) == len(fine.model) and base.save == fine.save
     for b, f in zip(base.model, fine.model):
         if b.i in rows:
@@ -195,49 +229,60 @@ def test_fusion_module_is_eq_3_with_high_from_the_slice_or_a_third_input():
         assert torch.equal(out, m([up, low, high])) and torch.equal(out, torch.cat((up, m.fine(low, high)), 1))
 
 
-def test_fine_row_text():
-    from fine_yolo.models import Stage
+def test_rendered_rows_keep_upstreams_comment_and_say_what_fine_reads():
+    v8 = fine_yaml_path("yolov8-fine.yaml").read_text(encoding="utf-8")
+    assert "  - [[-1, 6], 1, FINEConcat, []] # cat backbone P4 + FINE(low=6, high=9)\n" in v8
+    assert "  - [[-1, 4], 1, FINEConcat, []] # cat backbone P3 + FINE(low=4, high=12)\n" in v8
+    v6 = fine_yaml_path("yolov6-fine.yaml").read_text(encoding="utf-8")  # ConvTranspose2d: high is a third input
+    assert "[[-1, 6, 10], 1, FINEConcat, []]" in v6 and "[[-1, 4, 15], 1, FINEConcat, []]" in v6
 
-    assert fine_row(Stage(11, 6, 9, 1), [-1, 6]) == "[[-1, 6], 1, FINEConcat, [1]]"
-    assert fine_row(Stage(11, 6, 9, 1, 24), [-1, 6]) == "[[-1, 6], 1, FINEConcat, [1, 2, 24]]"
-    assert fine_row(Stage(12, 6, 10, 1), [-1, 6], nearest=False) == "[[-1, 6, 10], 1, FINEConcat, [1]]"
+
+def test_fine_yamls_render_by_name_or_path_into_a_content_addressed_cache(tmp_path, monkeypatch):
+    monkeypatch.setenv("FINE_YOLO_CACHE", str(tmp_path / "cache"))
+    first = fine_yaml_path("yolov8-p2-fine.yaml")
+    assert first.parent.parent == tmp_path / "cache" and first.name == "yolov8-p2-fine.yaml"
+    assert fine_yaml_path("yolov8n-p2-fine.yaml") == first  # the scale letter is ultralytics' business
+    assert first.read_text(encoding="utf-8").startswith("# fine_yolo: yolov8-p2-fine.yaml = ultralytics v8/yolov8-p2")
+    mine = tmp_path / "mine.yaml"
+    mine.write_text(upstream_text("yolov8-fine.yaml") + "# mine\n")
+    rendered = fine_yaml_path(str(tmp_path / "mine-fine.yaml"))
+    assert rendered.name == "mine-fine.yaml" and rendered.read_text().endswith("# mine\n")
+    assert fine_yaml_path("nothing-like-it-fine.yaml") is None and fine_yaml_path("yolov8.yaml") is None
+    with pytest.raises(FineYamlError, match=r"v8/yolov8-cls.yaml: no top-down fusion stage"):
+        fine_yaml_path("yolov8-cls-fine.yaml")
 
 
 def test_top_down_stages_are_upsampled_concats_only():
     """yolov6 upsamples with ConvTranspose2d; the bottom-up (PAN) Concats read strided convs and are not stages."""
     v6 = yaml.safe_load(Path(upstream_path("yolov6-fine.yaml")).read_text())
-    assert top_down_stages(v6) == [(12, 6, 10), (17, 4, 15)]  # (concat row, low, high) read off v6/yolov6.yaml
+    assert top_down_stages(v6) == [Stage(12, 6, 10), Stage(17, 4, 15)]  # read off v6/yolov6.yaml
     rtdetr = yaml.safe_load(Path(upstream_path("rtdetr-l-fine.yaml")).read_text())
-    assert top_down_stages(rtdetr) == [(15, 14, 12), (20, 19, 17)]  # [[-2, -1], 1, Concat]: -2 is the upsample
+    assert top_down_stages(rtdetr) == [Stage(15, 14, 12), Stage(20, 19, 17)]  # -2: the upsample
 
 
 def upstream_path(name: str) -> str:
     from ultralytics.utils import ROOT
 
-    return str(ROOT / "cfg" / "models" / FINE_MODELS[name].upstream)
-
-
-def test_shipped_files_are_exactly_the_table():
-    assert sorted(p.name for p in (cfg_dir() / "models").glob("*-fine.yaml")) == sorted(FINE_MODELS)
+    return str(ROOT / "cfg" / "models" / catalogue()[name].upstream)
 
 
 def test_models_doc_placement_tables_are_current():
-    """docs/models.md prints the placement table and what is not shipped (`python scripts/make_fine_yamls.py table`)."""
+    """docs/models.md prints the placement table and what is not covered (`python scripts/placement_tables.py`)."""
     text = MODELS_DOC.read_text(encoding="utf-8")
-    assert placement_table() in text, "docs/models.md placement table is stale: paste `make_fine_yamls.py table`"
-    assert not_shipped_table() in text, "docs/models.md not-shipped table is stale"
+    assert placement_table() in text, "docs/models.md placement table is stale: paste `scripts/placement_tables.py`"
+    assert not_covered_table() in text, "docs/models.md not-covered table is stale"
 
 
 def test_placement_table_lists_every_file_once():
     table = placement_table()
     rows = table.splitlines()[2:]
-    assert len(FINE_MODELS) == 31 and len(rows) == 23  # yolov9{t,s,c}, yolov10{n..x}, rtdetr-resnet{50,101} share
-    assert ("| YOLOv9 | detect | `yolov9m-fine.yaml` | `v9/yolov9m.yaml` | 11: 6 ← 9, k=1, d=24 "
-            "| 14: 4 ← 12, k=2 |") in rows
-    assert ("| RT-DETR | detect | `rtdetr-resnet{50,101}-fine.yaml` | `rt-detr/rtdetr-resnet{50,101}.yaml` "
-            "| 10: 9 ← 7, k=1 | 15: 14 ← 12, k=2 |") in rows
-    assert ("| YOLO26 | semantic | `yolo26{n,s,m,l,x}-sem-fine.yaml` | `26/yolo26-sem.yaml` | 12: 6 ← 10, k=1 "
-            "| 15: 4 ← 13, k=2 |") in rows
+    assert len(catalogue()) == 51 and len(rows) == 42  # yolov9{t,s,m,c}, yolov10{n..x}, rtdetr-resnet{101,50} share
+    assert ("| YOLOv9 | detect | `yolov9{t,s,m,c}-fine.yaml` | `v9/yolov9{t,s,m,c}.yaml` | 2 "
+            "| 11: 6 ← 9 · 14: 4 ← 12 |") in rows
+    assert ("| RT-DETR | detect | `rtdetr-resnet{101,50}-fine.yaml` | `rt-detr/rtdetr-resnet{101,50}.yaml` | 2 "
+            "| 10: 9 ← 7 · 15: 14 ← 12 |") in rows
+    assert ("| YOLOv8 | detect | `yolov8{n,s,m,l,x}-p2-fine.yaml` | `v8/yolov8-p2.yaml` | 3 "
+            "| 11: 6 ← 9 · 14: 4 ← 12 · 17: 2 ← 15 |") in rows
 
 
 @pytest.mark.parametrize("fine", REPRESENTATIVES)
@@ -249,7 +294,7 @@ def test_every_output_read_by_index_is_saved(fine):
     assert read <= set(net.save)
 
 
-@pytest.mark.parametrize("fine", REPRESENTATIVES)
+@pytest.mark.parametrize("fine", REPRESENTATIVES + OTHERS)
 def test_baseline_checkpoint_transfers_every_tensor_and_predicts_identically(tmp_path, fine):
     from ultralytics.utils.torch_utils import intersect_dicts
 
@@ -259,16 +304,17 @@ def test_baseline_checkpoint_transfers_every_tensor_and_predicts_identically(tmp
     _live(build(base)).save(ckpt)  # O(1) activations; fp16 weights, the way ultralytics stores checkpoints
     baseline = build(str(ckpt))  # what pretrained=<baseline>.pt would give
     model = build(fine)
+    _placed_as_the_rule_says(model, catalogue()[_file_of(fine)].stages)
     b_sd, f_sd = baseline.model.float().state_dict(), model.model.state_dict()
     # every baseline tensor exists under the same name and shape; only FINE's tensors are new, inside the fusion rows
     assert all(k in f_sd and f_sd[k].shape == v.shape for k, v in b_sd.items())
-    rows = {str(s.row) for s in FINE_MODELS[_file_of(fine)].stages}
+    rows = {str(s.row) for s in catalogue()[_file_of(fine)].stages}
     assert {tuple(k.split(".")[1:3]) for k in f_sd if k not in b_sd} == {(row, "fine") for row in rows}
     assert len(intersect_dicts(b_sd, f_sd)) == len(b_sd)  # ultralytics' name-and-shape matching takes them all
     model.load(str(ckpt))  # ultralytics' own transfer ("Transferred a/b items")
     f_sd = model.model.state_dict()
     assert all(torch.equal(v, f_sd[k]) for k, v in b_sd.items())
-    x = torch.rand(1, 3, 128, 160)
+    x = torch.rand(1, 3, 128, 192)  # a multiple of 64: P6 models too
     b_net, f_net = baseline.model.float().eval(), model.model.float().eval()
     with torch.no_grad():
         yb, yf = _tensors(b_net(x)), _tensors(f_net(x))
@@ -309,9 +355,9 @@ def test_bare_names_and_alternate_spellings_resolve_from_any_directory(tmp_path,
     monkeypatch.chdir(tmp_path)
     model = build(name)
     assert len(_fine_modules(model)) == 2 and model.task == task
-    # the shipped file was read (its header names it), with the scale of the name the user typed
-    shipped = yaml.safe_load((cfg_dir() / "models" / file).read_text(encoding="utf-8"))
-    assert model.model.yaml["head"] == shipped["head"] and model.model.yaml.get("scale") == scale
+    # the FINE YAML rendered from the upstream file was read, with the scale of the name the user typed
+    rendered = yaml.safe_load(fine_yaml_path(file).read_text(encoding="utf-8"))
+    assert model.model.yaml["head"] == rendered["head"] and model.model.yaml.get("scale") == scale
 
 
 def test_rtdetr_yaml_builds_through_rtdetr_not_yolo():
@@ -323,7 +369,7 @@ def test_rtdetr_yaml_builds_through_rtdetr_not_yolo():
 
 
 def _yaml(tmp_path, rows: list[str]) -> str:
-    text = (cfg_dir() / "models" / "yolov8-fine.yaml").read_text(encoding="utf-8")
+    text = fine_yaml_path("yolov8-fine.yaml").read_text(encoding="utf-8")
     head = text[text.index("head:") :]
     new_head = "head:\n" + "".join(f"  - {r}\n" for r in rows)
     path = tmp_path / "yolov8n-bad.yaml"
@@ -373,3 +419,75 @@ def test_bad_fusion_rows_fail_at_build_naming_the_row(tmp_path, row, text, messa
     rows[row] = text
     with pytest.raises(FINERowError, match=message):
         YOLO(_yaml(tmp_path, rows), verbose=False)
+
+
+MINE = """\
+# a head of the test's own: a lateral conv before the upsample, a learned upsampler (ultralytics' ConvTranspose),
+# no P5 output
+nc: 3
+scales:
+  n: [0.33, 0.25, 1024]
+backbone:
+  - [-1, 1, Conv, [64, 3, 2]] # 0-P1/2
+  - [-1, 1, Conv, [128, 3, 2]] # 1-P2/4
+  - [-1, 1, C2f, [128, True]]
+  - [-1, 1, Conv, [256, 3, 2]] # 3-P3/8
+  - [-1, 2, C2f, [256, True]]
+  - [-1, 1, Conv, [512, 3, 2]] # 5-P4/16
+  - [-1, 2, C2f, [512, True]]
+  - [-1, 1, Conv, [1024, 3, 2]] # 7-P5/32
+  - [-1, 1, C2f, [1024, True]]
+  - [-1, 1, SPPF, [1024, 5]] # 9
+head:
+  - [-1, 1, Conv, [256, 1, 1]] # 10 lateral conv
+  - [-1, 1, nn.Upsample, [None, 2, "nearest"]]
+  - [[-1, 6], 1, Concat, [1]] # 12 cat backbone P4
+  - [-1, 1, C2f, [256]] # 13 (P4/16)
+  - [-1, 1, ConvTranspose, [128, 2, 2]] # 14 learned upsampler
+  - [[-1, 4], 1, Concat, [1]] # 15 cat backbone P3
+  - [-1, 1, C2f, [128]] # 16 (P3/8)
+  - [[16, 13], 1, Detect, [nc]] # Detect(P3, P4)
+"""
+
+
+def _mine(tmp_path, text: str = MINE) -> Path:
+    path = tmp_path / "mine.yaml"
+    path.write_text(text, encoding="utf-8")
+    return path
+
+
+def test_fine_yolo_yaml_turns_a_users_yaml_into_a_fine_one_that_transfers_bit_exact(tmp_path):
+    mine = _mine(tmp_path)
+    proc = subprocess.run([script("fine-yolo"), "yaml", f"model={mine}"], capture_output=True, text=True, timeout=300)
+    assert proc.returncode == 0, proc.stderr[-3000:]
+    out = tmp_path / "mine-fine.yaml"
+    assert f"wrote {out}" in proc.stdout
+    assert "| 12 | (11, 6), high = layer 10 | 1 | 2 | 16 | 128 |" in proc.stdout  # a lateral conv: high is its output
+    assert "| 15 | (14, 4), high = layer 13 | 2 | 2 | 16 | 64 |" in proc.stdout  # ConvTranspose: high, third input
+    rows = yaml.safe_load(out.read_text())["head"]
+    assert rows[2] == [[-1, 6], 1, "FINEConcat", []] and rows[5] == [[-1, 4, 13], 1, "FINEConcat", []]
+    again = subprocess.run([script("fine-yolo"), "yaml", f"model={mine}"], capture_output=True, text=True, timeout=300)
+    assert again.returncode == 2 and f"fine-yolo yaml: {out} exists; pass overwrite=True to replace it" in again.stderr
+    # the baseline's own checkpoint (mine.pt) transfers into mine-fine.yaml bit-exact, FINE at the identity
+    torch.manual_seed(0)
+    ckpt = tmp_path / "mine.pt"
+    _live(build(str(mine))).save(ckpt)
+    baseline, model = build(str(ckpt)), build(str(out))
+    model.load(str(ckpt))
+    b_sd, f_sd = baseline.model.float().state_dict(), model.model.state_dict()
+    assert all(torch.equal(v, f_sd[k]) for k, v in b_sd.items())
+    assert {k.split(".")[1] for k in f_sd if k not in b_sd} == {"12", "15"}
+    x = torch.rand(1, 3, 128, 160)
+    with torch.no_grad():
+        yb, yf = _tensors(baseline.model.float().eval()(x)), _tensors(model.model.float().eval()(x))
+    assert len(yb) == len(yf) > 0 and all(torch.equal(a, b) for a, b in zip(yb, yf))
+
+
+def test_fine_yolo_yaml_refuses_with_a_sentence_naming_the_row(tmp_path):
+    low_first = r"mine.yaml: YAML row 15 \[\[4, -1\], 1, 'Concat', \[1\]\] lists the low map \(layer 4\) before the"
+    with pytest.raises(FineYamlError, match=low_first):
+        write_fine_yaml(str(_mine(tmp_path, MINE.replace("[[-1, 4], 1, Concat", "[[4, -1], 1, Concat"))))
+    flat = MINE[: MINE.index("head:")] + "head:\n  - [[4, 6, 9], 1, Detect, [nc]]\n"
+    with pytest.raises(FineYamlError, match=r"mine.yaml: no top-down fusion stage .* nowhere to put FINE"):
+        write_fine_yaml(str(_mine(tmp_path, flat)))
+    assert not (tmp_path / "mine-fine.yaml").exists()

@@ -1,9 +1,11 @@
-"""Patch of ``ultralytics.utils.checks.check_file``: bare names of this package's YAMLs resolve from any directory.
+"""Patch of ``ultralytics.utils.checks.check_file``: FINE model YAMLs and this package's data YAMLs by name.
 
 ``check_yaml`` and the dataset checks find files through ``check_file``, which looks only in the working directory,
-inside the ultralytics package and at the site-packages root. A bare name such as ``yolov8s-fine.yaml`` or
-``fine-synth.yaml`` that is not in the working directory resolves to the YAML shipped here
-(:func:`fine_yolo.assets.packaged_yaml`); every other argument goes to ultralytics unchanged.
+inside the ultralytics package and at the site-packages root. A missing ``<upstream>-fine.yaml`` (a bare name such as
+``yolov8s-p2-fine.yaml`` or a path such as ``path/to/mine-fine.yaml``) resolves to the FINE YAML rendered from the
+upstream YAML ultralytics finds (:func:`fine_yolo.models.fine_yaml_path`); a bare ``fine-synth.yaml`` or
+``VisDrone-fine.yaml`` to the data YAML shipped here (:func:`fine_yolo.assets.packaged_yaml`). Every other argument,
+and every file that exists, goes to ultralytics unchanged.
 """
 
 from __future__ import annotations
@@ -17,12 +19,14 @@ from fine_yolo.glue._wrap import rebind, wrap_once
 
 
 def wrap_check_file(original: Callable) -> Callable:
-    """Return a ``check_file`` that also finds this package's YAMLs by bare name."""
+    """Return a ``check_file`` that also finds FINE model YAMLs and this package's data YAMLs by name."""
 
     def check_file(file, *args, **kwargs):
         name = str(file).strip() if isinstance(file, (str, Path)) else ""
         if name and "://" not in name and not Path(name).exists():
-            found = packaged_yaml(name)
+            from fine_yolo.models import fine_yaml_path
+
+            found = packaged_yaml(name) or fine_yaml_path(name)
             if found is not None:
                 file = str(found)
         return original(file, *args, **kwargs)

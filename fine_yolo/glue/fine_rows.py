@@ -127,27 +127,41 @@ def _row_kwargs(args: Any) -> dict[str, Any]:
     return kwargs
 
 
-def _fusion_module(layers, fu: _FusionRow, y: list, yaml_file: str):
-    """The FINEConcat module for fusion row ``fu``, checked against the probe maps ``y`` of the layers before it."""
+def _high_of(layers, fu: _FusionRow, y: list, yaml_file: str) -> tuple[int, int]:
+    """``(high, s)``: the layer FINE reads as high for fusion row ``fu`` and the upsampling factor s of its first
+    input, checked on the probe maps ``y`` (a two-input row's upsampled map must be ``high`` repeated, bit for bit)."""
     import torch
     from torch import nn
 
-    from fine_yolo.nn.fusion import FINEConcat
-
-    up_j, low_j = fu.inputs[:2]
+    up_j = fu.inputs[0]
     if len(fu.inputs) == 3:
-        high_j, s = fu.inputs[2], 2
-    else:
-        upsampler = layers[up_j]
-        if not (isinstance(upsampler, nn.Upsample) and upsampler.mode == "nearest" and isinstance(upsampler.f, int)):
-            raise fu.error(yaml_file, f"input {fu.f[0]} (layer {up_j}, {type(upsampler).__name__}) is not a nearest "
-                                      f"nn.Upsample of one map, so the map it upsamples cannot be recovered: name that "
-                                      f"map as a third input [up, low, high]")
-        high_j = upsampler.f + up_j if upsampler.f < 0 else upsampler.f
-        s = y[up_j].shape[-1] // max(y[high_j].shape[-1], 1)
-        if s < 1 or not torch.equal(y[up_j][..., ::s, ::s], y[high_j]):  # eq. 3 reads high itself, bit for bit
-            raise fu.error(yaml_file, f"layer {up_j} is not an integer nearest upsampling of layer {high_j} "
-                                      f"({tuple(y[high_j].shape)} -> {tuple(y[up_j].shape)} at a {PROBE_SIZE}px probe)")
+        return fu.inputs[2], 2
+    upsampler = layers[up_j]
+    if not (isinstance(upsampler, nn.Upsample) and upsampler.mode == "nearest" and isinstance(upsampler.f, int)):
+        raise fu.error(yaml_file, f"input {fu.f[0]} (layer {up_j}, {type(upsampler).__name__}) is not a nearest "
+                                  f"nn.Upsample of one map, so the map it upsamples cannot be recovered: name that "
+                                  f"map as a third input [up, low, high]")
+    high_j = upsampler.f + up_j if upsampler.f < 0 else upsampler.f
+    s = y[up_j].shape[-1] // max(y[high_j].shape[-1], 1)
+    if s < 1 or not torch.equal(y[up_j][..., ::s, ::s], y[high_j]):  # eq. 3 reads high itself, bit for bit
+        raise fu.error(yaml_file, f"layer {up_j} is not an integer nearest upsampling of layer {high_j} "
+                                  f"({tuple(y[high_j].shape)} -> {tuple(y[up_j].shape)} at a {PROBE_SIZE}px probe)")
+    return high_j, s
+
+
+def placement_k(high: tuple[int, ...], top: tuple[int, ...]) -> int | None:
+    """The AATS kernel k of a stage whose high map has shape ``high`` in a model whose coarsest high map (over all its
+    fusion rows) has shape ``top``: k = stride(top) / stride(high), so that every stage's tokens lie on the coarsest
+    map's grid (paper §5.3.2: k=1 at P4<-P5, k=2 at P3<-P4 with r=2; continued: 4 at P2<-P3). None when the sizes are
+    not an integer ratio apart."""
+    k = high[-1] // top[-1]
+    return k if k >= 1 and tuple(high[-2:]) == (top[-2] * k, top[-1] * k) else None
+
+
+def _check_maps(fu: _FusionRow, y: list, high_j: int, yaml_file: str) -> None:
+    """Fusion row ``fu``'s maps on the probe: feature maps, the upsampled one the size of low, high r (or 2) times
+    coarser than low; checked before the row's Concat runs, so a wrong row fails with a sentence, not a torch error."""
+    up_j, low_j = fu.inputs[:2]
     up, low, high = (tuple(y[j].shape) for j in (up_j, low_j, high_j))
     if len(low) != 4 or len(high) != 4 or len(up) != 4:
         raise fu.error(yaml_file, f"inputs must be feature maps, got shapes {up} (up), {low} (low) and {high} (high)")
@@ -164,8 +178,24 @@ def _fusion_module(layers, fu: _FusionRow, y: list, yaml_file: str):
             f"high input (layer {high_j}, {high[2]}x{high[3]} at a {PROBE_SIZE}px probe) must be r={r} times "
             f"coarser than low input (layer {low_j}, {low[2]}x{low[3]}){also}",
         )
+
+
+def _fusion_module(fu: _FusionRow, y: list, high_j: int, s: int, top: tuple[int, ...], yaml_file: str):
+    """The FINEConcat module for fusion row ``fu`` (its maps checked by :func:`_check_maps`); a row without k gets
+    :func:`placement_k` (with attention="aats"; the token-free variants keep k=1)."""
+    from fine_yolo.nn.fusion import FINEConcat
+
+    low_j = fu.inputs[1]
+    low, high = tuple(y[low_j].shape), tuple(y[high_j].shape)
+    args = dict(fu.args)
+    if "k" not in args and args.get("attention", "aats") == "aats":
+        args["k"] = placement_k(high, top)
+        if args["k"] is None:
+            raise fu.error(yaml_file, f"high (layer {high_j}, {high[2]}x{high[3]}) is not an integer number of times "
+                                      f"finer than the coarsest high map of the model ({top[2]}x{top[3]}) at a "
+                                      f"{PROBE_SIZE}px probe, so no k puts its tokens on that grid: give k")
     try:
-        module = FINEConcat(low[1], high[1], **fu.args, up=s)
+        module = FINEConcat(low[1], high[1], **args, up=s).eval()
         module.fine(y[low_j], y[high_j])  # fail here, not in the first training step: a non-empty token grid
     except ValueError as e:
         raise fu.error(yaml_file, str(e)) from None
@@ -176,29 +206,34 @@ def _fusion_module(layers, fu: _FusionRow, y: list, yaml_file: str):
 
 
 def _install(layers, save: list[int], fusions: list[_FusionRow], ch: int, yaml_file: str, verbose: bool):
-    """Replace each fusion row's Concat by its FINEConcat, probing the layers in order (no grad, eval mode, a random
-    image from a private generator: the global RNG, and so every initialisation, is the baseline's)."""
+    """Replace each fusion row's Concat by its FINEConcat. The baseline's layers are probed first (no grad, eval mode,
+    a random image from a private generator: the global RNG, and so every initialisation, is the baseline's); at its
+    identity start a FINEConcat's output is its Concat's, so the probe maps are the FINE model's too."""
     import torch
 
     todo = {fu.i: fu for fu in fusions}
+    last = max(todo)
     was_training = layers.training
     layers.eval()
     y: list[Any] = []
     x: Any = torch.rand(1, ch, PROBE_SIZE, PROBE_SIZE, generator=torch.Generator().manual_seed(0))
     try:
         with torch.no_grad():
-            for m in list(layers)[: max(todo) + 1]:
+            highs = {}
+            for m in list(layers)[: last + 1]:
                 if m.f != -1:
                     x = y[m.f] if isinstance(m.f, int) else [x if j == -1 else y[j] for j in m.f]
                 if m.i in todo:
-                    fu = todo[m.i]
-                    m = _fusion_module(layers, fu, y, yaml_file).eval()
-                    layers[fu.i] = m
-                    x = [y[j] for j in fu.inputs]
-                    if verbose:
-                        _log(m)
+                    highs[m.i] = _high_of(layers, todo[m.i], y, yaml_file)
+                    _check_maps(todo[m.i], y, highs[m.i][0], yaml_file)
                 x = m(x)
                 y.append(x)
+            top = min((tuple(y[h].shape) for h, _ in highs.values()), key=lambda shape: shape[-1])
+            for fu in fusions:
+                m = _fusion_module(fu, y, *highs[fu.i], top, yaml_file)
+                layers[fu.i] = m
+                if verbose:
+                    _log(m)
     finally:
         layers.train(was_training)
     # A third input is an output read by index, which _predict_once (and RT-DETR's predict) keep only when saved;

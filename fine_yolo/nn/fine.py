@@ -1,7 +1,7 @@
 """FINE: Feature Interaction NEtwork (Lee, Lee & Kang, arXiv 2606.14005, §4 and Appendix C).
 
 FINE refines the low-level map of a top-down fusion stage with the context of the high-level map before fusion.
-C = ``c_low``, d = ``head_dim`` (16), h = C / d heads, rk = r * k, N = (H / rk)(W / rk) tokens::
+C = ``c_low``, d = ``head_dim`` (16, :func:`head_dim_for`), h = C / d heads, rk = r * k, N = (H / rk)(W / rk) tokens::
 
     F_high  = Conv1x1(S_high)                          eq. 10  (B, C, H/r, W/r), only when c_high != C
     F^_high = AvgPool(F_high, k)                       eq. 4   (B, C, H/rk, W/rk)
@@ -62,7 +62,7 @@ from torch import nn
 
 from fine_yolo.nn.attention import area_attention, linear_attention, window_attention
 
-__all__ = ["FINE", "FORMS", "block_form", "form_for"]
+__all__ = ["FINE", "FORMS", "block_form", "form_for", "head_dim_for"]
 
 ATTENTIONS = ("aats", "vanilla", "window", "area", "linear")  # paper Table 3 rows; the first is the default
 POOLS = ("avg", "max", "dwconv")  # paper Table 6: Down() of eq. 4; the first is the default
@@ -70,6 +70,19 @@ FORMS = ("tokens", "conv")  # layouts of eq. 5-7 (module doc, "Forms"); the firs
 ONNX_FORMATS = frozenset({"onnx", "engine", "tensorrt", "trt"})  # ultralytics formats recorded in the "conv" form
 # attention types that compute something other than softmax attention over all token pairs
 _LOCAL_ATTENTION = {"window": window_attention, "area": area_attention, "linear": linear_attention}
+
+
+HEAD_DIM = 16  # paper §5.3.2 / Table 4: d = 16 channels per head
+
+
+def head_dim_for(c_low: int) -> int:
+    """The head dim d for C = ``c_low`` channels when none is given: the paper's 16 where it divides C, else the
+    smallest multiple of 8 above 16 that does (yolov9m's 360 channels: 24, 15 heads; TensorRT's attention kernels
+    want d a multiple of 8). ValueError when none does (C = 8, or C not a multiple of 8): give head_dim."""
+    for d in range(HEAD_DIM, c_low + 1, 8):
+        if c_low % d == 0:
+            return d
+    raise ValueError(f"FINE c_low={c_low}: neither 16 nor a larger multiple of 8 divides it; give head_dim")
 
 
 class FINE(nn.Module):
@@ -80,7 +93,8 @@ class FINE(nn.Module):
         c_high: channels of the high-level map; projected to ``c_low`` by a 1x1 convolution when different (eq. 10).
         k: AATS base kernel on the high-level map (paper: 1 at P4<-P5, 2 at P3<-P4).
         r: alignment ratio; the low-level kernel is ``r*k`` (paper: 2, the stride ratio of adjacent levels).
-        head_dim: channels per attention head d; ``h = c_low / head_dim`` heads (paper: 16).
+        head_dim: channels per attention head d; ``h = c_low / head_dim`` heads (paper: 16; None:
+            :func:`head_dim_for`, which is 16 wherever 16 divides C).
         attention: ``"aats"`` (the paper's method) or one of Table 3's ``"vanilla"``, ``"window"``, ``"area"``,
             ``"linear"``; those sample no tokens, so k, r and pool keep their defaults.
         pool: AATS's Down() (eq. 4, Table 6): ``"avg"`` (the paper's), ``"max"`` or ``"dwconv"``.
@@ -92,10 +106,12 @@ class FINE(nn.Module):
     """
 
     def __init__(
-        self, c_low: int, c_high: int, k: int = 1, r: int = 2, head_dim: int = 16, attention: str = "aats",
+        self, c_low: int, c_high: int, k: int = 1, r: int = 2, head_dim: int | None = None, attention: str = "aats",
         pool: str = "avg", zero_init: bool = True,
     ) -> None:
         super().__init__()
+        if head_dim is None and isinstance(c_low, int) and c_low >= 1:
+            head_dim = head_dim_for(c_low)
         for name, value in (("c_low", c_low), ("c_high", c_high), ("k", k), ("r", r), ("head_dim", head_dim)):
             if not isinstance(value, int) or isinstance(value, bool) or value < 1:
                 raise ValueError(f"FINE {name} must be a positive integer, got {value!r}")

@@ -36,7 +36,7 @@ class FINEConcat(nn.Module):
     """
 
     def __init__(
-        self, c_low: int, c_high: int, k: int = 1, r: int = 2, head_dim: int = 16, attention: str = "aats",
+        self, c_low: int, c_high: int, k: int = 1, r: int = 2, head_dim: int | None = None, attention: str = "aats",
         pool: str = "avg", up: int = 2,
     ) -> None:
         super().__init__()
