@@ -26,8 +26,9 @@ import sys
 PATCHES = (
     ("ultralytics.utils.checks", "fine_yolo.glue.bare_names",
      ("check_file(file, suffix='', download=True, download_dir='.', hard=True)",),
-     "bare names of the shipped YAMLs (yolov8s-fine.yaml, fine-synth.yaml) resolve from any directory; any other "
-     "name goes to ultralytics unchanged"),
+     "a missing <upstream>-fine.yaml (yolov8s-p2-fine.yaml, path/to/mine-fine.yaml) is rendered from the upstream "
+     "YAML ultralytics finds; fine-synth.yaml resolves from any directory; any other name goes to ultralytics "
+     "unchanged"),
     ("ultralytics.nn.tasks", "fine_yolo.glue.fine_rows",
      ("parse_model(d, ch, verbose=True)",),
      "FINE rows in model YAMLs (a YAML without them goes to ultralytics unchanged); FINE modules allowed in "

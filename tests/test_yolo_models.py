@@ -37,7 +37,7 @@ from fine_yolo.nn.fine import head_dim_for
 MODELS_DOC = Path(__file__).resolve().parents[1] / "docs" / "models.md"  # the placement tables live there
 SHIPPED = in_depth()
 ALL_SCALES = [(name, n) for name in SHIPPED for n in scales(name)]
-# the other catalogued YAMLs at their smallest scale, but the 60M-parameter yolov3, yolov3-spp and the per-scale
+# the other catalogued YAMLs at their smallest scale, but the ~100M-parameter yolov3, yolov3-spp and the per-scale
 # yolov9c-seg, yolov9e-seg (their detect twins are in SHIPPED), checked by hand (docs/models.md)
 OTHERS = [scales(n)[0] for n in catalogue() if n not in SHIPPED and n not in ("yolov3-fine.yaml",
           "yolov3-spp-fine.yaml", "yolov9c-seg-fine.yaml", "yolov9e-seg-fine.yaml")]
