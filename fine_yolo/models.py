@@ -224,13 +224,18 @@ def fine_yaml_path(name: str) -> Path | None:
     """Resolve a missing ``<upstream>-fine.yaml`` (bare name or path): render it from the upstream YAML ultralytics
     finds and return the rendered file (under ``FINE_YOLO_CACHE``, default ultralytics' config dir ``/fine_yolo``,
     in a folder named by a hash of its text, written atomically: DDP workers may render it at once). None when the
-    name is not a FINE name or no upstream YAML exists; FineYamlError when FINE cannot be placed in it."""
+    name is not a FINE name or no upstream model YAML exists; FineYamlError when FINE cannot be placed in it."""
     if "-fine" not in Path(name).stem or not name.endswith((".yaml", ".yml")):
         return None
+    import yaml
+
     upstream = find_upstream(str(Path(name).with_name(baseline_name(name))))
     if upstream is None:
         return None
-    text = render_fine_yaml(upstream.read_text(encoding="utf-8"), _display(upstream), _fine_name(upstream))
+    source = upstream.read_text(encoding="utf-8")
+    if not {"backbone", "head"} <= set(yaml.safe_load(source) or {}):  # a data YAML: ultralytics' own not-found
+        return None
+    text = render_fine_yaml(source, _display(upstream), _fine_name(upstream))
     folder = cache_dir() / hashlib.sha256(text.encode()).hexdigest()[:16]
     path = folder / _fine_name(upstream)
     if not path.is_file():

@@ -248,6 +248,8 @@ def test_fine_yamls_render_by_name_or_path_into_a_content_addressed_cache(tmp_pa
     rendered = fine_yaml_path(str(tmp_path / "mine-fine.yaml"))
     assert rendered.name == "mine-fine.yaml" and rendered.read_text().endswith("# mine\n")
     assert fine_yaml_path("nothing-like-it-fine.yaml") is None and fine_yaml_path("yolov8.yaml") is None
+    (tmp_path / "data.yaml").write_text("path: .\ntrain: images\nnames: {0: a}\n")  # a data YAML is no model
+    assert fine_yaml_path(str(tmp_path / "data-fine.yaml")) is None
     with pytest.raises(FineYamlError, match=r"v8/yolov8-cls.yaml: no top-down fusion stage"):
         fine_yaml_path("yolov8-cls-fine.yaml")
 
