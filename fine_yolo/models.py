@@ -76,7 +76,8 @@ _HEADER = (
     "# Each top-down Concat row is a FINEConcat row (eq. 3: Concat(up, FINE(low, high))); every layer index is\n"
     "# upstream's, so baseline checkpoints transfer by name. FINE's args [k, r, head_dim, attention, pool] are left\n"
     "# to the placement rule at build: k = stride of the model's coarsest high map / stride of this stage's high map\n"
-    "# (1 at P4<-P5, 2 at P3<-P4, 4 at P2<-P3), r = 2, head dim 16 (24 where 16 does not divide the channels).\n"
+    "# (1 at P4<-P5, 2 at P3<-P4, 4 at P2<-P3), r = 2, head dim 16 (where 16 does not divide the channels: the\n"
+    "# smallest multiple of 8 above 16 that does, fine_yolo.nn.fine.head_dim_for).\n"
     "# Written by fine_yolo from the installed ultralytics YAML.\n\n"
 )
 

@@ -24,9 +24,11 @@ def wrap_check_file(original: Callable) -> Callable:
     def check_file(file, *args, **kwargs):
         name = str(file).strip() if isinstance(file, (str, Path)) else ""
         if name and "://" not in name and not Path(name).exists():
-            from fine_yolo.models import fine_yaml_path
+            found = packaged_yaml(name)
+            if found is None and "-fine" in Path(name).stem:  # a plain model's name never imports the renderer
+                from fine_yolo.models import fine_yaml_path
 
-            found = packaged_yaml(name) or fine_yaml_path(name)
+                found = fine_yaml_path(name)
             if found is not None:
                 file = str(found)
         return original(file, *args, **kwargs)
