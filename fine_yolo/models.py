@@ -204,10 +204,10 @@ def _candidates(model: str) -> list[str]:
     """Spellings under which ultralytics may hold ``model``: as typed, then scale-free (``yolov8n-p2.yaml`` ->
     ``yolov8-p2.yaml``, ultralytics' own ``yaml_model_load`` rule), each also v-less (``yolov11n`` -> ``yolo11n``:
     users type both, ultralytics names YOLO11/12/26 without the v)."""
-    unified = re.sub(r"(\d+)([nslmx])(.+)?$", r"\1\3", model)
-    out = [model, unified]
-    out += [re.sub(r"(^|/)yolov(1[1-9]|2\d)", r"\1yolo\2", x) for x in out]
-    return list(dict.fromkeys(out))
+    folder, name = os.path.split(model)  # the rules read the file name only, never the folders above it
+    names = [name, re.sub(r"(\d+)([nslmx])(.+)?$", r"\1\3", name)]
+    names += [re.sub(r"^yolov(1[1-9]|2\d)", r"yolo\1", n) for n in names]
+    return [os.path.join(folder, n) for n in dict.fromkeys(names)]
 
 
 def find_upstream(model: str) -> Path | None:
