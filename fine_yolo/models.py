@@ -26,12 +26,12 @@ from typing import Any, NamedTuple
 
 from fine_yolo.args import Command, Option
 from fine_yolo.errors import FineYoloError, UsageError
+from fine_yolo.glue.fine_rows import FUSION_ROW
 from fine_yolo.tables import markdown_table
 
 # modules that carry a top-down path up one level: a nearest nn.Upsample (FINE reads its input back by a strided
 # slice) or a learned one (YOLOv6's nn.ConvTranspose2d, ultralytics' ConvTranspose: its input is a third row input)
 UPSAMPLERS = ("nn.Upsample", "nn.ConvTranspose2d", "ConvTranspose")
-FUSION = "FINEConcat"  # the YAML word of a fusion row (fine_yolo.nn.fusion.FINEConcat)
 _TASK_SUFFIX = {"-seg": "segment", "-pose": "pose", "-obb": "obb", "-sem": "semantic", "-depth": "depth"}
 
 
@@ -196,7 +196,7 @@ def render_fine_yaml(upstream_text: str, source: str, name: str | None = None) -
         inputs = list(f) if nearest else [*f, stage.high]
         fine = f"FINE(low={stage.low}, high={stage.high})"
         comment = f"{m.group(3)} + {fine}" if m.group(3) else f"  # {fine}"
-        lines[n] = f"{m.group(1)}[{inputs}, 1, {FUSION}, []]{comment}\n"
+        lines[n] = f"{m.group(1)}[{inputs}, 1, {FUSION_ROW}, []]{comment}\n"
     return _HEADER.format(name=name or f"{Path(source).stem}-fine.yaml", upstream=source) + "".join(lines)
 
 
