@@ -21,6 +21,16 @@ os.environ.setdefault("YOLO_AUTOINSTALL", "False")
 os.environ.setdefault("YOLO_CONFIG_DIR", str(_STATE / "config"))
 os.environ.setdefault("MPLBACKEND", "Agg")
 
+# The cores shared out among pytest-xdist's workers, before anything imports torch: each worker (and every subprocess
+# it starts, which inherits the variable) gets cores // workers threads. With torch's default of one thread per core,
+# two workers on two cores oversubscribe them and OpenMP's spin-waiting burns the difference: the README's
+# `-n 2` suite took 500-551 s with it and 451 s without (2-core AMD EPYC, 2026-12-04). Set OMP_NUM_THREADS yourself
+# to run the parity tests at another thread count (tests/helpers.py); FINE_YOLO_TEST_ORT_THREADS does the same for
+# ONNX Runtime's intra-op threads.
+_THREADS = str(max(1, (os.cpu_count() or 1) // int(os.environ.get("PYTEST_XDIST_WORKER_COUNT", "1"))))
+os.environ.setdefault("OMP_NUM_THREADS", _THREADS)
+os.environ.setdefault("FINE_YOLO_TEST_ORT_THREADS", _THREADS)
+
 # Offline, ultralytics' check_font would try the network for Arial; a stand-in font where it looks first (its
 # USER_CONFIG_DIR, $YOLO_CONFIG_DIR/Ultralytics) keeps every test and its subprocesses off the network.
 from fine_yolo.glue.font import place_fonts  # noqa: E402
@@ -28,27 +38,47 @@ from fine_yolo.glue.font import place_fonts  # noqa: E402
 place_fonts(Path(os.environ["YOLO_CONFIG_DIR"]) / "Ultralytics")
 
 
-# The longest groups (serial seconds on a 2-core AMD EPYC, 2026-12-04), handed out first so that no worker starts
-# one of them when the other is nearly done; every other group follows in collection order.
-LONGEST_FIRST = ("tests/test_families_train.py", "tests/test_families_export.py", "local_comparison",
-                 "tests/test_cli_e2e.py", "tests/test_slurm.py", "tests/test_trt_check.py", "tests/test_yolo_models.py",
-                 "tests/test_checkpoints.py", "tests/test_int8.py", "tests/test_openvino.py")
+# What takes longest (seconds of one worker in the README's `-n 2` run, 2-core AMD EPYC, 2026-12-04), handed out
+# first so that no worker starts one of them while the other is nearly done: groups by name, single tests by node-id
+# prefix. Everything else follows in collection order and fills the gaps.
+LONGEST_FIRST = ("tests/test_families_train.py",  # ~97: one process trains 17 models, another predicts
+                 "local_comparison",  # ~50: the toy demo, then what reads it
+                 "tests/test_slurm.py",  # ~77, mostly waiting for SLURM (a requeue is held ~10 s)
+                 "tests/test_cli_e2e.py", "tests/test_trt_check.py", "tests/test_openvino.py", "tests/test_int8.py",
+                 "tests/test_checkpoints.py", "tests/test_gpu_check.py",
+                 "tests/test_families_export.py::test_onnx_export_matches_pytorch_and_passes_the_tensorrt_check[rtdetr",
+                 "tests/test_families_export.py::test_onnx_export_matches_pytorch_and_passes_the_tensorrt_check[yolov9")
 
 
-def _group(item) -> str:
-    return "local_comparison" if "local_comparison" in getattr(item, "fixturenames", ()) else item.nodeid.split("::")[0]
+def _group(item) -> str | None:
+    """The xdist group of a test that shares an expensive fixture: ``local_comparison`` (the session's toy demo), else
+    its file when it uses a module- or session-scoped fixture of this suite; None (distributed test by test) when it
+    shares nothing."""
+    if "local_comparison" in getattr(item, "fixturenames", ()):
+        return "local_comparison"
+    info = getattr(item, "_fixtureinfo", None)
+    for defs in (info.name2fixturedefs.values() if info else ()):
+        if defs and defs[-1].scope in ("module", "package", "session") and defs[-1].baseid:  # ours, not a plugin's
+            return item.nodeid.split("::")[0]
+    return None
 
 
 @pytest.hookimpl(tryfirst=True)  # before xdist's own hook, which reads the marks into the node ids
 def pytest_collection_modifyitems(config, items) -> None:
-    """Groups for pytest-xdist's ``--dist loadgroup`` (the README's ``-n 2``): each test file runs in one worker, so
-    a module fixture (a training, an export) runs once; the three tests that share the session's toy demo
-    (``local_comparison``) form one group, so it too runs once. The longest groups go first (:data:`LONGEST_FIRST`).
-    Without xdist the marks do nothing and the order is only the longest files first."""
-    rank = {g: i for i, g in enumerate(LONGEST_FIRST)}
-    items.sort(key=lambda item: rank.get(_group(item), len(rank)))  # stable: each file keeps its own order
+    """Groups for pytest-xdist's ``--dist loadgroup`` (the README's ``-n 2``): the tests of a file that share a module
+    fixture (a training, an export) run in one worker, so it runs once; the tests that share the session's toy demo
+    (``local_comparison``) form one group, so it too runs once; every other test goes to whichever worker is free.
+    The longest work goes first (:data:`LONGEST_FIRST`). Without xdist the marks do nothing."""
+
+    def rank(item) -> int:
+        key = _group(item) or item.nodeid
+        return next((i for i, p in enumerate(LONGEST_FIRST) if key.startswith(p)), len(LONGEST_FIRST))
+
+    items.sort(key=rank)  # stable: each file keeps its own order
     for item in items:
-        item.add_marker(pytest.mark.xdist_group(_group(item)))
+        group = _group(item)
+        if group:
+            item.add_marker(pytest.mark.xdist_group(group))
 
 
 def script(name: str) -> str:

@@ -8,9 +8,9 @@ from types import SimpleNamespace
 
 import numpy as np
 import onnx
-import onnxruntime as ort
 import pytest
 import torch
+from helpers import ort_session
 
 from fine_yolo.data.synthetic import generate, write_data_yaml
 from fine_yolo.errors import UsageError
@@ -104,7 +104,7 @@ def test_onnx_qdq_quantises_fine_unless_kept(tmp_path, exported, calib):
         results[keep] = (info, q)
         assert {p.key: p.value for p in q.metadata_props}["names"] == {
             p.key: p.value for p in fp32.metadata_props}["names"]  # YOLO(q) keeps the class names
-        sess = ort.InferenceSession(info["path"], providers=["CPUExecutionProvider"])
+        sess = ort_session(info["path"])
         out = sess.run(None, {sess.get_inputs()[0].name: calib[0]})[0]
         assert out.shape == (1, 84, 84) and np.isfinite(out).all()  # 4 box + 80 classes, 8²+4²+2² anchors
     info_none, q_none = results["none"]
