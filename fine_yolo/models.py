@@ -109,8 +109,6 @@ def build(model: str):
     return cls(model) if is_rtdetr(model) else cls(model, verbose=False)
 
 
-
-
 def _absolute(f: int | list, i: int) -> list[int]:
     """Row ``i``'s inputs as absolute layer indices (ultralytics: a negative index counts back from row ``i``)."""
     return [x if x >= 0 else i + x for x in ([f] if isinstance(f, int) else f)]
@@ -155,6 +153,7 @@ def _nearest(row: list) -> bool:
     return module == "nn.Upsample" and isinstance(args[1], int) and args[2] == "nearest"
 
 
+@functools.lru_cache(maxsize=256)  # a pure function of its arguments; every build of a FINE name renders (~20 ms)
 def render_fine_yaml(upstream_text: str, source: str, name: str | None = None) -> str:
     """Return the FINE YAML of an upstream YAML's text: each top-down fusion stage's Concat row rewritten in place as
     ``[[up, low], 1, FINEConcat, []]`` (plus ``high`` as a third input where the upsampler is not a nearest
@@ -323,13 +322,18 @@ def scales(name: str) -> list[str]:
     """The model names a catalogued FINE YAML builds: ``yolov8-fine.yaml`` -> ``yolov8n-fine.yaml`` ...
     ``yolov8x-fine.yaml`` (its upstream ``scales:`` keys after the version number; ``yolov8-p2-fine.yaml`` ->
     ``yolov8n-p2-fine.yaml``, ...). A per-scale file (``yolov10s``, ``yolov9m``, ``rtdetr-l``) builds only itself."""
+    return list(_scales(name))
+
+
+@functools.cache  # the installed YAMLs do not change under a running process; parsing one: ~5 ms
+def _scales(name: str) -> tuple[str, ...]:
     import yaml
 
     keys = list(yaml.safe_load(upstream_text(name)).get("scales") or {})
     if len(keys) <= 1:
-        return [name]
+        return (name,)
     prefix, rest = re.match(r"^(yolov?\d+)(.*)$", name).groups()
-    return [f"{prefix}{s}{rest}" for s in keys]
+    return tuple(f"{prefix}{s}{rest}" for s in keys)
 
 
 def _scale_pattern(names: list[str]) -> str | None:

@@ -59,7 +59,7 @@ from fine_yolo.tables import markdown_table
 PROFILES: dict[str, dict[str, Any]] = {
     "gpu": {"n_train": 160, "n_val": 40, "train_imgsz": 256, "batch": 16, "workers": 4, "bench_imgsz": 640,
             "bench_batches": "1,32", "rounds": 100, "warmup": 10, "block": 4, "compile": True},
-    "cpu": {"n_train": 16, "n_val": 4, "train_imgsz": 128, "batch": 4, "workers": 0, "bench_imgsz": 128,
+    "cpu": {"n_train": 8, "n_val": 4, "train_imgsz": 128, "batch": 4, "workers": 0, "bench_imgsz": 128,
             "bench_batches": "1,2", "rounds": 3, "warmup": 1, "block": 1, "compile": False},
 }
 BENCH_MODELS = "yolov8s,yolov10s,yolo12s"

@@ -139,7 +139,7 @@ def _placed_as_the_rule_says(model, stages: tuple[Stage, ...]) -> None:
 
 @pytest.mark.parametrize(("name", "model_name"), ALL_SCALES, ids=[n for _, n in ALL_SCALES])
 def test_every_scale_builds_with_fine_where_the_rule_puts_it(name, model_name):
-    """Build-only (the glue's build-time probe already ran the baseline layers and each FINE at 256 px)."""
+    """Build-only (the glue's build-time probe already ran the baseline layers and each FINE at 128 px)."""
     model = build(model_name)
     _placed_as_the_rule_says(model, SHIPPED[name].stages)
     if len(scales(name)) > 1:  # the scale letter of the name reached ultralytics (yolov8s-fine -> scale s)
@@ -409,10 +409,10 @@ V8_HEAD = [
         (1, "[[-1, 6], 1, FINEConcat, [16]]", r"YAML row 11 .*at least one token"),
         (1, "[[6, -1], 1, FINEConcat, [1]]", r"YAML row 11 .*input 6 \(layer 6, C2f\) is not a nearest nn.Upsample"),
         (0, "[-1, 1, nn.Upsample, [None, 2, 'bilinear']]", r"YAML row 11 .*\(layer 10, Upsample\) is not a nearest"),
-        (1, "[[-1, 4], 1, FINEConcat, [1]]", r"YAML row 11 .*\(layer 10, 16x16\) and low \(layer 4, 32x32\) differ"),
+        (1, "[[-1, 4], 1, FINEConcat, [1]]", r"YAML row 11 .*\(layer 10, 8x8\) and low \(layer 4, 16x16\) differ"),
         (1, "[[-1, 6, 4], 1, FINEConcat, [1]]",
-         r"YAML row 11 .*high input \(layer 4, 32x32 at a 256px probe\) must be r=2 times coarser than low input "
-         r"\(layer 6, 16x16\)"),
+         r"YAML row 11 .*high input \(layer 4, 16x16 at a 128px probe\) must be r=2 times coarser than low input "
+         r"\(layer 6, 8x8\)"),
         (1, "[[6, 9], 1, FINE, [1]]", r"YAML row 11 .*FINE is not a row of its own; write the top-down fusion row"),
     ],
 )
