@@ -139,11 +139,25 @@ def _placed_as_the_rule_says(model, stages: tuple[Stage, ...]) -> None:
 
 @pytest.mark.parametrize(("name", "model_name"), ALL_SCALES, ids=[n for _, n in ALL_SCALES])
 def test_every_scale_builds_with_fine_where_the_rule_puts_it(name, model_name):
-    """Build-only (the glue's build-time probe already ran the baseline layers and each FINE at 128 px)."""
+    """Build-only (the glue's build-time probe already ran the baseline layers and each FINE at 128 px). At each
+    file's first scale, every layer of the FINE model is the upstream model's (``i``, ``f``, type) except the
+    fusion rows, which keep ``i`` and their first two inputs (YOLOv6 adds high as a third); the save list is the
+    same."""
+    torch.manual_seed(0)
     model = build(model_name)
     _placed_as_the_rule_says(model, SHIPPED[name].stages)
     if len(scales(name)) > 1:  # the scale letter of the name reached ultralytics (yolov8s-fine -> scale s)
         assert model.model.yaml["scale"] == model_name[len(name.split("-")[0])]
+    if model_name != scales(name)[0]:
+        return
+    base, fine = build(baseline_name(model_name)).model, model.model
+    rows = {s.row for s in SHIPPED[name].stages}
+    assert len(base.model) == len(fine.model) and base.save == fine.save
+    for b, f in zip(base.model, fine.model):
+        if b.i in rows:
+            assert (f.i, f.f[:2], type(b).__name__, f.type) == (b.i, b.f, "Concat", "fine_yolo.nn.fusion.FINEConcat")
+        else:
+            assert (f.i, f.f, f.type) == (b.i, b.f, b.type)
 
 
 def test_the_rule_gives_the_papers_ks_and_yolov9ms_head_dim():
@@ -195,23 +209,6 @@ def test_rendered_yaml_is_upstream_with_fusion_rows_at_every_top_down_stage(name
         assert rows[s.row] == [up_rows[s.row][0] + third, 1, "FINEConcat", []]
     assert {**rendered, "backbone": upstream["backbone"], "head": upstream["head"]} == upstream  # nc, scales, ...
     assert top_down_stages(upstream) == list(stages)
-
-
-@pytest.mark.parametrize("name", SHIPPED)
-def test_fine_model_layers_are_upstreams_index_for_index(name):
-    """Every layer of the FINE model is the upstream model's (``i``, ``f``, type) except the fusion rows, which keep
-    ``i`` and their first two inputs (YOLOv6 adds high as a third); the save list differs by nothing."""
-    fine_name = scales(name)[0]
-    torch.manual_seed(0)
-    base = build(baseline_name(fine_name)).model
-    fine = build(fine_name).model
-    rows = {s.row for s in SHIPPED[name].stages}
-    assert len(base.model) == len(fine.model) and base.save == fine.save
-    for b, f in zip(base.model, fine.model):
-        if b.i in rows:
-            assert (f.i, f.f[:2], type(b).__name__, f.type) == (b.i, b.f, "Concat", "fine_yolo.nn.fusion.FINEConcat")
-        else:
-            assert (f.i, f.f, f.type) == (b.i, b.f, b.type)
 
 
 def test_fusion_module_is_eq_3_with_high_from_the_slice_or_a_third_input():
