@@ -41,8 +41,8 @@ place_fonts(Path(os.environ["YOLO_CONFIG_DIR"]) / "Ultralytics")
 # What takes longest (seconds of one worker in the README's `-n 2` run, 2-core AMD EPYC, 2026-12-04), handed out
 # first so that no worker starts one of them while the other is nearly done: groups by name, single tests by node-id
 # prefix. Everything else follows in collection order and fills the gaps.
-LONGEST_FIRST = ("tests/test_families_train.py",  # ~97: one process trains 17 models, another predicts
-                 "local_comparison",  # ~50: the toy demo, then what reads it
+LONGEST_FIRST = ("local_comparison",  # ~110: the toy demo, then what reads it (compare, SLURM, yolo val/predict)
+                 "tests/test_families_train.py",  # ~55: one process trains 18 models, another predicts
                  "tests/test_slurm.py",  # ~77, mostly waiting for SLURM (a requeue is held ~10 s)
                  "tests/test_cli_e2e.py", "tests/test_trt_check.py", "tests/test_openvino.py", "tests/test_int8.py",
                  "tests/test_checkpoints.py", "tests/test_gpu_check.py",

@@ -50,20 +50,20 @@ def data_yaml(tmp_path_factory) -> Path:
     return path
 
 
-@pytest.fixture(scope="module")
-def trained(tmp_path_factory, data_yaml) -> Path:
-    """``yolo train model=yolov8n-fine.yaml ... epochs=1`` in a subprocess; returns best.pt."""
-    work = tmp_path_factory.mktemp("train")
-    ok(
-        run(
-            [YOLO, "train", "model=yolov8n-fine.yaml", f"data={data_yaml}", "epochs=1", f"imgsz={IMGSZ}", "batch=4",
-             "workers=0", "device=cpu", "plots=False", f"project={work}", "name=run", "exist_ok=True"],
-            cwd=work,
-        )
-    )
-    best = work / "run" / "weights" / "best.pt"
-    assert best.is_file()
+@pytest.fixture
+def trained(local_comparison) -> Path:
+    """best.pt of a plain ``yolo train model=yolov8n-fine.yaml ... epochs=1 imgsz=64`` subprocess: the FINE arm of
+    seed 0 in the session's toy demo (``conftest.local_comparison``; ``compare`` runs each arm as that command, here
+    from the demo's 1-epoch yolov8n), trained once for this file, test_compare and test_slurm."""
+    best = local_comparison.project / "runs" / "seed0-fine" / "weights" / "best.pt"
+    assert best.is_file(), local_comparison.proc.stdout[-3000:] + local_comparison.proc.stderr[-3000:]
     return best
+
+
+@pytest.fixture
+def val_data(local_comparison) -> Path:
+    """The data YAML ``trained`` was trained on (4 val images)."""
+    return local_comparison.data
 
 
 def test_hook_costs_nothing_until_ultralytics_is_imported(tmp_path):
@@ -115,21 +115,21 @@ def test_hook_failure_warns_and_never_breaks_ultralytics():
 
 
 @pytest.mark.slow
-def test_yolo_val_and_predict_on_trained_checkpoint_in_fresh_processes(trained, data_yaml, tmp_path):
-    out = ok(run([YOLO, "val", f"model={trained}", f"data={data_yaml}", f"imgsz={IMGSZ}", "batch=4", "device=cpu",
+def test_yolo_val_and_predict_on_trained_checkpoint_in_fresh_processes(trained, val_data, tmp_path):
+    out = ok(run([YOLO, "val", f"model={trained}", f"data={val_data}", f"imgsz={IMGSZ}", "batch=4", "device=cpu",
                   "plots=False", f"project={tmp_path}", "name=val"], cwd=tmp_path))
-    assert _all_row(out, data_yaml), out[-2000:]  # the summary row: every val image and label was validated
-    source = Path(data_yaml.parent / "data" / "images" / "val")
+    assert _all_row(out, val_data), out[-2000:]  # the summary row: every val image and label was validated
+    source = Path(val_data.parent / "data" / "images" / "val")
     out = ok(run([YOLO, "predict", f"model={trained}", f"source={source}", f"imgsz={IMGSZ}", "device=cpu",
                   "save_txt=True", f"project={tmp_path}", "name=pred"], cwd=tmp_path))
     assert "image 4/4" in out  # every val image went through the FINE checkpoint
 
 
 @pytest.mark.slow
-def test_restricted_loading_with_ultralytics_safe_load(trained, data_yaml, tmp_path):
-    out = ok(run([YOLO, "val", f"model={trained}", f"data={data_yaml}", f"imgsz={IMGSZ}", "batch=4", "device=cpu",
+def test_restricted_loading_with_ultralytics_safe_load(trained, val_data, tmp_path):
+    out = ok(run([YOLO, "val", f"model={trained}", f"data={val_data}", f"imgsz={IMGSZ}", "batch=4", "device=cpu",
                   "plots=False", f"project={tmp_path}", "name=val"], cwd=tmp_path, ULTRALYTICS_SAFE_LOAD="1"))
-    assert _all_row(out, data_yaml), out[-2000:]
+    assert _all_row(out, val_data), out[-2000:]
 
 
 @pytest.mark.slow
@@ -148,8 +148,8 @@ def test_checkpoint_holds_fine_and_pretrained_transfer_from_it(trained, tmp_path
 
 @pytest.mark.slow
 def test_trainer_updates_fines_parameters(trained):
-    """FINE starts as the identity with W_O exactly 0; after the one-epoch ``yolo train`` above, ultralytics' own
-    trainer (optimizer groups, AMP, EMA, the fp16 checkpoint) has moved it in both blocks."""
+    """FINE starts as the identity with W_O exactly 0; after the one-epoch ``yolo train`` of ``trained``,
+    ultralytics' own trainer (optimizer groups, AMP, EMA, the fp16 checkpoint) has moved it in both blocks."""
     import torch
 
     from fine_yolo.nn.fine import FINE

@@ -1,17 +1,16 @@
 """Every new FINE family and task trained for one epoch on a tiny fine-synth dataset of its task, validated on its
 best.pt at the end of training, then loaded from that best.pt in a fresh process to predict.
 
-One fresh Python process trains the 17 YOLO models in turn (``train_many.py``: what the test is about is the training
-loop, and a process start per model cost ~4 s of CPU each), a second one predicts with all 18 (``YOLO(best.pt)``, as
-``yolo predict`` does: ultralytics hands a checkpoint with an RT-DETR head to ``RTDETR``); RT-DETR trains through the
-plain ``yolo train`` command, which picks ``RTDETR`` by the model's name (yolov8n-fine detection through ``yolo
-train``, ``val`` and ``predict``: tests/test_cli_e2e.py)."""
+One fresh Python process trains the 18 models in turn (``train_many.py``: what the test is about is the training
+loop, and a process start per model cost ~4 s of CPU each; RT-DETR through ``RTDETR``, as the ``yolo`` command picks
+it by the model's name), a second one predicts with them (``YOLO(best.pt)``, as ``yolo predict`` does: ultralytics
+hands a checkpoint with an RT-DETR head to ``RTDETR``). yolov8n-fine detection goes through ``yolo train``, ``val``
+and ``predict`` in tests/test_cli_e2e.py."""
 
 from __future__ import annotations
 
 import json
 import re
-import shutil
 import subprocess
 import sys
 from pathlib import Path
@@ -25,15 +24,6 @@ from fine_yolo.data.synthetic import generate, write_data_yaml
 from fine_yolo.models import is_rtdetr, scales
 
 FINE_MODELS = in_depth()
-
-
-def _script(name: str) -> str:
-    """The console script installed beside this interpreter (the same environment), else the one on PATH."""
-    sibling = Path(sys.executable).parent / name
-    return str(sibling) if sibling.is_file() else shutil.which(name) or name
-
-
-YOLO = _script("yolo")
 TRAIN_MANY = Path(__file__).with_name("train_many.py")
 IMGSZ = 64  # P5 is 2x2: both FINE stages still hold whole AATS cells
 RTDETR_IMGSZ = 128  # RT-DETR's decoder picks 300 queries from the anchors: it needs >= 300 (336 at 128)
@@ -42,8 +32,6 @@ N_VAL = 2
 # One model per family and task at its smallest scale (yolov9t for YOLOv9, rtdetr-l for RT-DETR).
 TRAINED = list({(m.family, m.task): scales(name)[0] for name, m in reversed(FINE_MODELS.items())
                 if (m.family, m.task) != ("YOLOv8", "detect")}.values())[::-1]
-BY_CLI = [n for n in TRAINED if is_rtdetr(n)]  # through the `yolo` command
-IN_PROCESS = [n for n in TRAINED if not is_rtdetr(n)]  # in one process
 
 
 def _file(model_name: str) -> str:
@@ -89,15 +77,8 @@ def trained(tmp_path_factory, datasets) -> Path:
              "amp": False, "device": "cpu", "plots": False, "project": str(project), "name": _stem(n),
              "exist_ok": True} for n in TRAINED]
     spec = project / "train.json"
-    spec.write_text(json.dumps({"runs": [r for r in runs if r["model"] in IN_PROCESS]}))
+    spec.write_text(json.dumps({"runs": runs}))
     run([sys.executable, str(TRAIN_MANY), "train", str(spec)], project)
-    for r in runs:
-        if r["model"] in BY_CLI:
-            argv = [YOLO, "train", *(f"{k}={v}" for k, v in r.items())]
-            proc = subprocess.run(argv, cwd=project, env=offline_env(), capture_output=True, text=True, timeout=900)
-            (project / f"{r['name']}.log").write_text(proc.stdout + proc.stderr)
-            error = None if proc.returncode == 0 else f"{' '.join(argv)}: exit {proc.returncode}"
-            (project / f"{r['name']}.json").write_text(json.dumps({"ok": error is None, "error": error}))
     return project
 
 
@@ -119,7 +100,7 @@ def predicted(trained, datasets) -> Path:
 def test_every_new_family_and_task_is_trained():
     assert {(FINE_MODELS[_file(n)].family, _task(n)) for n in TRAINED} == {
         (m.family, m.task) for m in FINE_MODELS.values()} - {("YOLOv8", "detect")}
-    assert len(TRAINED) == 18 and BY_CLI == ["rtdetr-l-fine.yaml"]
+    assert len(TRAINED) == 18 and [n for n in TRAINED if is_rtdetr(n)] == ["rtdetr-l-fine.yaml"]
 
 
 # The task outputs a Results object of each task holds, with the trailing dims of their data tensors (masks at the
