@@ -21,6 +21,13 @@ os.environ.setdefault("YOLO_AUTOINSTALL", "False")
 os.environ.setdefault("YOLO_CONFIG_DIR", str(_STATE / "config"))
 os.environ.setdefault("MPLBACKEND", "Agg")
 
+# With PYTHONDONTWRITEBYTECODE set (as on some CI machines) each of the ~50 Python processes the suite starts compiles
+# ultralytics and fine_yolo from source again: ~1 s of a 5-6 s one-epoch `yolo train` (2-core AMD EPYC, 2026-12-04).
+# Their bytecode goes to a cache in this session's throwaway directory instead; nothing is written beside any source.
+if os.environ.pop("PYTHONDONTWRITEBYTECODE", None):
+    os.environ.setdefault("PYTHONPYCACHEPREFIX", str(_STATE / "pycache"))
+    sys.pycache_prefix, sys.dont_write_bytecode = os.environ["PYTHONPYCACHEPREFIX"], False
+
 # The cores shared out among pytest-xdist's workers, before anything imports torch: each worker (and every subprocess
 # it starts, which inherits the variable) gets cores // workers threads. With torch's default of one thread per core,
 # two workers on two cores oversubscribe them and OpenMP's spin-waiting burns the difference: the README's
