@@ -50,7 +50,7 @@ place_fonts(Path(os.environ["YOLO_CONFIG_DIR"]) / "Ultralytics")
 # prefix. Everything else follows in collection order and fills the gaps.
 LONGEST_FIRST = ("local_comparison",  # ~110: the toy demo, then what reads it (compare, SLURM, yolo val/predict)
                  "tests/test_families_train.py",  # ~55: one process trains 18 models, another predicts
-                 "tests/test_slurm.py",  # ~77, mostly waiting for SLURM (a requeue is held ~10 s)
+                 "tests/test_slurm.py",  # ~35 beyond the job array, mostly waiting for SLURM
                  "tests/test_cli_e2e.py", "tests/test_trt_check.py", "tests/test_openvino.py", "tests/test_int8.py",
                  "tests/test_checkpoints.py", "tests/test_gpu_check.py",
                  "tests/test_families_export.py::test_onnx_export_matches_pytorch_and_passes_the_tensorrt_check[rtdetr",
