@@ -43,6 +43,10 @@ class FineYamlError(FineYoloError, ValueError):
     """An upstream YAML FINE cannot be placed in; the message names the file and the row."""
 
 
+class NotAModelYamlError(FineYamlError):
+    """The YAML has no ``backbone:`` and ``head:`` row lists (a data YAML, say)."""
+
+
 class Stage(NamedTuple):
     """One top-down fusion stage (upstream indices): Concat row ``row`` fuses the upsampled ``high`` with ``low``."""
 
@@ -167,7 +171,7 @@ def render_fine_yaml(upstream_text: str, source: str, name: str | None = None) -
 
     d = yaml.safe_load(upstream_text)
     if not isinstance(d, dict) or not isinstance(d.get("head"), list) or not isinstance(d.get("backbone"), list):
-        raise FineYamlError(f"{source}: not a model YAML (no backbone: and head: row lists)")
+        raise NotAModelYamlError(f"{source}: not a model YAML (no backbone: and head: row lists)")
     rows = d["backbone"] + d["head"]
     stages = top_down_stages(d)
     if not stages:
@@ -227,15 +231,13 @@ def fine_yaml_path(name: str) -> Path | None:
     name is not a FINE name or no upstream model YAML exists; FineYamlError when FINE cannot be placed in it."""
     if "-fine" not in Path(name).stem or not name.endswith((".yaml", ".yml")):
         return None
-    import yaml
-
     upstream = find_upstream(str(Path(name).with_name(baseline_name(name))))
     if upstream is None:
         return None
-    source = upstream.read_text(encoding="utf-8")
-    if not {"backbone", "head"} <= set(yaml.safe_load(source) or {}):  # a data YAML: ultralytics' own not-found
+    try:
+        text = render_fine_yaml(upstream.read_text(encoding="utf-8"), _display(upstream), _fine_name(upstream))
+    except NotAModelYamlError:  # a data YAML: ultralytics' own not-found
         return None
-    text = render_fine_yaml(source, _display(upstream), _fine_name(upstream))
     folder = cache_dir() / hashlib.sha256(text.encode()).hexdigest()[:16]
     path = folder / _fine_name(upstream)
     if not path.is_file():

@@ -5,14 +5,11 @@ from __future__ import annotations
 
 import copy
 import json
-import shutil
 import subprocess
-import sys
-from pathlib import Path
 
 import pytest
 import yaml
-from conftest import offline_env
+from conftest import offline_env, script
 
 from fine_yolo.analysis import ablate
 from fine_yolo.analysis.ablate import Stage
@@ -20,11 +17,6 @@ from fine_yolo.errors import UsageError
 
 # yolov8n's FINE rows: P4 <- P5 (C = 128, k = 1), P3 <- P4 (C = 64, k = 2); r = 2, d = 16
 V8N = [Stage(128, 1, 2, 16), Stage(64, 2, 2, 16)]
-
-
-def _script(name: str) -> str:
-    sibling = Path(sys.executable).parent / name
-    return str(sibling) if sibling.is_file() else shutil.which(name) or name
 
 
 def test_tables_and_their_variants_in_the_papers_order():
@@ -203,7 +195,7 @@ def test_bad_arguments_name_themselves():
 def test_cost_tables_end_to_end_through_the_console_script(tmp_path):
     """Table 3 and 6 (four variants) on yolov8n at 64 px, in a fresh process; values checked against hand counts."""
     out = tmp_path / "abl"
-    cmd = [_script("fine-yolo"), "ablate", "model=yolov8n-fine.yaml", "table=3,6", "variants=vanilla,aats,dwconv,max",
+    cmd = [script("fine-yolo"), "ablate", "model=yolov8n-fine.yaml", "table=3,6", "variants=vanilla,aats,dwconv,max",
            "imgsz=64", "iters=2", f"out={out}", f"json={tmp_path / 'a.json'}"]
     proc = subprocess.run(cmd, cwd=tmp_path, env=offline_env(), capture_output=True, text=True, timeout=600)
     assert proc.returncode == 0, (proc.stdout + proc.stderr)[-4000:]

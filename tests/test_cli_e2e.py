@@ -6,25 +6,17 @@ from __future__ import annotations
 import csv
 import json
 import re
-import shutil
 import subprocess
 import sys
 import textwrap
 from pathlib import Path
 
 import pytest
-from conftest import offline_env
+from conftest import offline_env, script
 
 from fine_yolo.data.synthetic import CLASS_NAMES, generate
 
-
-def _script(name: str) -> str:
-    """The console script installed beside this interpreter (the same environment), else the one on PATH."""
-    sibling = Path(sys.executable).parent / name
-    return str(sibling) if sibling.is_file() else shutil.which(name) or name
-
-
-YOLO, FINE_YOLO = _script("yolo"), _script("fine-yolo")
+YOLO, FINE_YOLO = script("yolo"), script("fine-yolo")
 DATA_IMGSZ = 128  # the fine-synth images
 IMGSZ = 64  # what the networks see: P5 is 2x2, both FINE stages still hold whole AATS cells; ~16% less CPU than 128
 

@@ -5,14 +5,12 @@ from __future__ import annotations
 
 import copy
 import json
-import shutil
 import subprocess
-import sys
 from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import offline_env
+from conftest import offline_env, script
 from PIL import Image
 
 from fine_yolo.data.coco_gt import CocoGtError, coco_gt, dataset_gt, read_labels, yolo_split_to_coco
@@ -415,20 +413,15 @@ def test_cli_usage_errors(argv, message):
         errors.COMMAND.run(*errors.COMMAND.parse(argv))
 
 
-def _script(name: str) -> str:
-    sibling = Path(sys.executable).parent / name
-    return str(sibling) if sibling.is_file() else shutil.which(name) or name
-
-
 def test_console_script(tmp_path):
     gt, base, _ = _files(tmp_path)
     run = dict(capture_output=True, text=True, env=offline_env(), timeout=300)
-    proc = subprocess.run([_script("fine-yolo"), "errors", f"pred={base}", f"gt={gt}", "conf=0.25"], **run)
+    proc = subprocess.run([script("fine-yolo"), "errors", f"pred={base}", f"gt={gt}", "conf=0.25"], **run)
     assert proc.returncode == 0, proc.stderr
     assert "| base | 3 | 3 | 6 | 3 | 0.333 | 0.500 | 0.400 |" in proc.stdout
-    proc = subprocess.run([_script("fine-yolo"), "errors", f"pred={tmp_path / 'nope.json'}", f"gt={gt}"], **run)
+    proc = subprocess.run([script("fine-yolo"), "errors", f"pred={tmp_path / 'nope.json'}", f"gt={gt}"], **run)
     assert proc.returncode == 1 and "fine-yolo errors: predictions" in proc.stderr and "nope.json" in proc.stderr
-    proc = subprocess.run([_script("fine-yolo"), "errors", "help"], **run)
+    proc = subprocess.run([script("fine-yolo"), "errors", "help"], **run)
     assert proc.returncode == 0 and "baseline_pred" in proc.stdout
 
 

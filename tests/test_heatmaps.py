@@ -14,6 +14,7 @@ import numpy as np
 import pytest
 import torch
 from conftest import offline_env
+from helpers import placement_ks
 
 from fine_yolo.analysis import heatmaps as hm
 from fine_yolo.analysis.block_maps import capture, fine_blocks, layer_outputs, load_images, load_model, modulation
@@ -45,7 +46,8 @@ def _x(n: int = 2, seed: int = 0) -> torch.Tensor:
 
 def test_blocks_map_back_to_the_placement_table(fresh):
     stages = catalogue()["yolov8-fine.yaml"].stages
-    assert [(b.low, b.high, b.module.k) for b in fresh.blocks] == [(s.low, s.high, k) for s, k in zip(stages, (1, 2))]
+    ks = placement_ks(len(stages))  # 1, 2
+    assert [(b.low, b.high, b.module.k) for b in fresh.blocks] == [(s.low, s.high, k) for s, k in zip(stages, ks)]
     assert [b.name for b in fresh.blocks] == ["fine11", "fine14"]  # fine<fusion row>
     assert not fresh.trained and "freshly initialised" in fresh.state
 

@@ -70,8 +70,6 @@ FORMS = ("tokens", "conv")  # layouts of eq. 5-7 (module doc, "Forms"); the firs
 ONNX_FORMATS = frozenset({"onnx", "engine", "tensorrt", "trt"})  # ultralytics formats recorded in the "conv" form
 # attention types that compute something other than softmax attention over all token pairs
 _LOCAL_ATTENTION = {"window": window_attention, "area": area_attention, "linear": linear_attention}
-
-
 HEAD_DIM = 16  # paper §5.3.2 / Table 4: d = 16 channels per head
 
 
